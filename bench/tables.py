@@ -1,0 +1,137 @@
+"""Result rows -> tables (terminal, markdown, csv) through pandas + tabulate.
+
+Every metric column header carries its unit and source: `time_ms [ms, measured]`. Where
+rows of one column disagree on unit or source, each cell carries its own instead.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Iterable, Sequence
+
+FORMATS = ("terminal", "markdown", "csv")
+_TAB = {"terminal": "simple", "markdown": "github"}
+_SRC = {"measured": "meas", "simulated": "sim", "formula": "formula"}
+
+
+def fmt_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if v == 0:
+            return "0"
+        a = abs(v)
+        return f"{v:.4g}" if 1e-3 <= a < 1e6 else f"{v:.3e}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+def _group_key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["plugin"], row.get("kind", "case")
+
+
+def build_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | None = None,
+                multi_device: bool = False) -> tuple[list[str], list[list[str]]]:  # fmt: skip
+    """Header and body for one group of rows (one plugin, one kind)."""
+    pkeys: list[str] = []
+    for r in rows:
+        for k in r.get("params", {}):
+            if k not in pkeys:
+                pkeys.append(k)
+    # show parameters that vary; constant ones go to the caption
+    varying = [k for k in pkeys if len({json.dumps(r["params"].get(k)) for r in rows}) > 1]
+    lkeys: list[str] = []
+    for r in rows:
+        for k in r.get("labels", {}):
+            if k not in lkeys:
+                lkeys.append(k)
+    mkeys: list[str] = []
+    for r in rows:
+        for k in r.get("metrics", {}):
+            if k not in mkeys and (metrics is None or k in metrics):
+                mkeys.append(k)
+    if metrics:
+        mkeys = [m for m in metrics if m in mkeys]
+    units = {k: {json.dumps([r["metrics"][k].get("unit", ""), r["metrics"][k].get("source", "measured")])
+                 for r in rows if k in r.get("metrics", {})} for k in mkeys}  # fmt: skip
+    header = (["device"] if multi_device else []) + varying + lkeys + ["status"]
+    for k in mkeys:
+        if len(units[k]) == 1:
+            unit, src = json.loads(next(iter(units[k])))
+            header.append(f"{k} [{unit + ', ' if unit else ''}{src}]")
+        else:
+            header.append(k)
+    any_msg = any(r.get("message") for r in rows)
+    if any_msg:
+        header.append("message")
+    body = []
+    for r in rows:
+        line = ([r.get("fingerprint", {}).get("label", "?")] if multi_device else [])
+        line += [fmt_value(r["params"].get(k)) for k in varying]
+        line += [fmt_value(r.get("labels", {}).get(k)) for k in lkeys]
+        line.append(r["status"])
+        for k in mkeys:
+            m = r.get("metrics", {}).get(k)
+            if m is None:
+                line.append("")
+            elif len(units[k]) == 1:
+                line.append(fmt_value(m.get("value")))
+            else:
+                line.append(f"{fmt_value(m.get('value'))} {m.get('unit', '')} ({_SRC.get(m.get('source', 'measured'), '?')})".strip())
+        if any_msg:
+            line.append((r.get("message") or "")[:200])
+        body.append(line)
+    return header, body
+
+
+def caption(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    r0 = rows[0]
+    const = {k: v for k, v in r0.get("params", {}).items() if all(r.get("params", {}).get(k) == v for r in rows)}
+    bits = ", ".join(f"{k}={fmt_value(v)}" for k, v in const.items())
+    fp = r0.get("fingerprint", {})
+    kind = "summary" if r0.get("kind") == "summary" else "cases"
+    return f"{r0['plugin']} ({kind}) on {fp.get('label', '?')}" + (f" | fixed: {bits}" if bits else "")
+
+
+def render(header: list[str], body: list[list[str]], fmt: str = "terminal") -> str:
+    if fmt == "csv":
+        import pandas as pd
+
+        buf = io.StringIO()
+        pd.DataFrame(body, columns=header).to_csv(buf, index=False)
+        return buf.getvalue()
+    from tabulate import tabulate
+
+    return tabulate(body, headers=header, tablefmt=_TAB[fmt], disable_numparse=True)
+
+
+def render_rows(rows: Iterable[dict[str, Any]], fmt: str = "terminal", metrics: Sequence[str] | None = None,
+                plugin_metrics: dict[str, Sequence[str]] | None = None) -> str:  # fmt: skip
+    """All rows, one table per (plugin, kind), each with a caption."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(_group_key(r), []).append(r)
+    out = []
+    for (plugin, kind), rs in groups.items():
+        multi = len({r.get("fingerprint", {}).get("label") for r in rs}) > 1
+        sel = metrics or (plugin_metrics or {}).get(plugin if kind == "case" else "")
+        # summary rows have their own metrics: never filter them by the case preference
+        header, body = build_table(rs, sel if kind == "case" else metrics, multi_device=multi)
+        text = render(header, body, fmt)
+        if fmt == "csv":
+            out.append(f"# {caption(rs)}\n{text}")
+        elif fmt == "markdown":
+            out.append(f"**{caption(rs)}**\n\n{text}\n")
+        else:
+            out.append(f"== {caption(rs)}\n{text}\n")
+        notes = sorted({n for r in rs for n in r.get("notes", [])})
+        if notes and fmt != "csv":
+            out.append("\n".join(f"  note: {n}" for n in notes) + "\n")
+    return "\n".join(out)

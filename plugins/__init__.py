@@ -1,0 +1,1 @@
+"""Built-in plugins; each registers through the `bench.plugins` entry-point group (pyproject.toml)."""

@@ -1,0 +1,1 @@
+"""Pieces several plugins share: a GPT-style decoder and real text to train it on."""
