@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 RUN_FILE ?= results/runs/make-bench-$(shell date +%Y%m%d-%H%M%S).jsonl
 
-.PHONY: install bench test gate clean
+.PHONY: install bench test gate bench-overhead timing-agreement clean
 
 install: $(STAMP)
 
@@ -26,6 +26,13 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The harness's own overhead per case (pytest-benchmark table) and timer agreement vs torch.utils.benchmark.
+bench-overhead: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_bench_overhead.py -k overhead --benchmark-enable --benchmark-columns=min,median,mean,stddev,rounds
+
+timing-agreement: $(STAMP)
+	$(BIN)/python benchmarks/timing_agreement.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

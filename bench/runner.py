@@ -58,6 +58,11 @@ def default_out(run_id: str, what: str) -> Path:
     return Path("results") / "runs" / f"{label}-{what}-{run_id}.jsonl"
 
 
+def artifacts_dir(out: Path) -> Path:
+    """Where plots and other files of a run go: beside the result file."""
+    return out.parent / f"{out.stem}_artifacts"
+
+
 def case_label(params: Any) -> str:
     return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items())
 
@@ -297,7 +302,12 @@ def run_plugin(plugin: Plugin, cases: list[Any], opts: RunOptions,
                 note = f": {rows[0]['message'][:160]}" if rows and rows[0]["status"] != "ok" else ""
                 print(f"      -> {st}{note} ({secs:.1f} s; elapsed {_fmt_elapsed(time.time() - t_run)}, "
                       f"{len(cases) - i} left)", file=opts.progress, flush=True)  # fmt: skip
-        summary = plugin.summarize([r for r in all_rows])
+        # summaries may write plots beside the result file
+        os.environ["BENCH_ARTIFACTS_DIR"] = str(artifacts_dir(opts.out))
+        try:
+            summary = plugin.summarize(list(all_rows))
+        except Exception as e:  # a broken analysis must not lose the measured rows
+            summary = [Record(status="error", message=f"summarize failed: {type(e).__name__}: {e}")]
         if summary:
             rows = [make_row(plugin, None, opts, f"{plugin.name}-summary", r.to_json() if isinstance(r, Record) else r,
                              kind="summary", started=time.time(), seconds=0.0) for r in summary]  # fmt: skip
