@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 # otherwise the CPU build 2.13.0 (a bare `torch` requirement may pull a multi-GB CUDA build).
 TORCH_PIN ?= torch==2.13.0
 RUN_FILE ?= results/runs/make-bench-$(shell date +%Y%m%d-%H%M%S).jsonl
+# Idle OpenMP threads sleep instead of spinning (tests run ranks side by side on 2 cores).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install bench test gate bench-overhead timing-agreement clean
 

@@ -33,6 +33,12 @@ class BenchGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # `bench show ... | head`: the reader left; not an error of ours
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:
+                pass
+            ctx.exit(0)
         except Exception as e:  # an internal failure: say so plainly; BENCH_DEBUG=1 shows the traceback
             if os.environ.get("BENCH_DEBUG"):
                 raise

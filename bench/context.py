@@ -63,8 +63,8 @@ def timing_metrics(t: _timing.Timing, prefix: str = "time") -> tuple[dict[str, M
     """Standard metrics and raw samples for one Timing: median in ms, CI, noise, stop reason."""
     m = {
         f"{prefix}_ms": Metric(t.median_s * 1e3, "ms"),
-        f"{prefix}_ci95_pct": Metric(100 * t.rel_ci, "% (95% CI half-width of median)"),
-        f"{prefix}_noise_pct": Metric(100 * t.noise_iqr if t.noise_iqr == t.noise_iqr else None, "% (IQR/median)"),
+        f"{prefix}_ci95_pct": Metric(100 * t.rel_ci, "% of median (95% CI half-width)"),
+        f"{prefix}_noise_pct": Metric(100 * t.noise_iqr if t.noise_iqr == t.noise_iqr else None, "% of median (IQR)"),
         f"{prefix}_samples": Metric(len(t.samples_s), "count"),
         f"{prefix}_stop": Metric(t.stop_reason, ""),
         "threads": Metric(t.threads, "threads"),

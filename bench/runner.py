@@ -169,6 +169,9 @@ def run_case(plugin: Plugin, params: Any, opts: RunOptions, case_id: str) -> tup
         spec_path = tdp / "spec.json"
         spec_path.write_text(json.dumps(spec))
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+        # Idle OpenMP workers must sleep, not spin: with ranks (or a busy shared host) on 2 cores a
+        # spinning runtime slowed steps by large factors in our measurements. A user's value wins.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if opts.device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         errf = open(tdp / "stderr.txt", "w+")

@@ -1,0 +1,162 @@
+"""Power of the regression gate: false alarms on A/A comparisons, and the slowdowns it catches.
+
+Run: python benchmarks/gate_power.py [--quick] [--reps N] [--slowdowns 0.02,0.05,...] [--threads T] [--processes]
+
+Each trial measures a real step (an n x n fp32 matmul, ~1 ms on one core) twice with the core
+timing engine (bench.timing.measure, its default stop rule: 95% CI of the median within 2%):
+the baseline, then the current code = the same step plus a busy-wait of X% of the step's
+median (the injected slowdown; X = 0 is an A/A comparison of the same code). Both sets of raw
+samples become result rows and go through bench.regress.evaluate with the default GateConfig,
+including its confirming rerun (which measures the current step again). A trial is caught
+when the gate exits 1 (a confirmed regression); for A/A any exit 1 is a false alarm and exit 2
+an inconclusive verdict. With --processes every run (baseline, current, rerun) is measured in a
+fresh interpreter, so between-process variation (what CI sees between two `bench run`s) is in
+the samples too. Measured on this machine; nothing here is simulated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+from tabulate import tabulate
+
+from bench.regress import GateConfig, evaluate
+from bench.timing import measure
+
+
+def busy_wait(seconds: float) -> None:
+    """Spin (not sleep: sleep overshoots by ~50-100 us) for the injected slowdown."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def make_step(n: int, extra_s: float):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def step() -> None:
+        a @ b
+        if extra_s:
+            busy_wait(extra_s)
+
+    return step
+
+
+def as_row(samples: list[float], n: int, run: str) -> dict[str, Any]:
+    med = statistics.median(samples)
+    return {
+        "schema": "bench.row/1", "run_id": run, "case_id": "gate-001", "plugin": "gate-power", "profile": "quick",
+        "kind": "case", "params": {"n": n}, "labels": {}, "status": "ok", "message": "",
+        "metrics": {"time_ms": {"value": med * 1e3, "unit": "ms", "source": "measured"},
+                    "flops": {"value": 2 * n**3, "unit": "FLOP", "source": "formula", "deterministic": True}},
+        "samples": {"time_s": samples}, "fingerprint": {"label": "cpu-local", "machine_id": "local"},
+    }  # fmt: skip
+
+
+CHILD = """
+import json, sys, torch
+sys.path.insert(0, {here!r})
+torch.set_num_threads({threads})
+from gate_power import make_step
+from bench.timing import measure
+print(json.dumps(measure(make_step({n}, {extra!r}), "cpu", max_time_s={max_time!r}).samples_s))
+"""
+
+
+def timed(n: int, extra_s: float, max_time: float, processes: bool) -> list[float]:
+    """Raw samples of one measurement: in this process, or (--processes) in a fresh interpreter
+    each time, as separate `bench run` invocations would be."""
+    if not processes:
+        return measure(make_step(n, extra_s), "cpu", max_time_s=max_time).samples_s
+    code = CHILD.format(here=os.path.dirname(os.path.abspath(__file__)), threads=torch.get_num_threads(), n=n,
+                        extra=extra_s, max_time=max_time)  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def trial(n: int, base_s: float, slowdown: float, max_time: float, cfg: GateConfig, processes: bool) -> dict[str, Any]:
+    base = timed(n, 0.0, max_time, processes)
+    cur = timed(n, slowdown * base_s, max_time, processes)
+    reruns = []
+
+    def rerun(row: dict[str, Any]) -> list[dict[str, Any]]:
+        t = timed(n, slowdown * base_s, max_time, processes)
+        reruns.append(t)
+        return [as_row(t, n, "rerun")]
+
+    rep = evaluate([as_row(base, n, "base")], [as_row(cur, n, "cur")], cfg, rerun=rerun)
+    it = next(i for i in rep.items if i.metric == "time_ms")
+    return {"exit": rep.exit_code, "first": it.verdict if not it.reruns else "slower", "change": it.change,
+            "thr": it.threshold, "p": it.p, "n": (len(base), len(cur)), "reruns": len(reruns)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="5 trials per level, fewer levels (about 10 s)")
+    ap.add_argument("--reps", type=int, default=None, help="trials per slowdown level (default 20; quick 5)")
+    ap.add_argument("--slowdowns", default=None, help="comma-separated fractions (default 0,0.02,0.05,0.075,0.1,0.15,0.2)")
+    ap.add_argument("--n", type=int, default=256, help="matmul size (default 256: ~1 ms on one core)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--max-time", type=float, default=2.0, help="time cap per measurement, s (the engine's default)")
+    ap.add_argument("--processes", action="store_true",
+                    help="measure each run in a fresh interpreter (between-process noise, as in CI; ~2 s per run)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    reps = args.reps or (5 if args.quick else 20)
+    levels = [float(x) for x in args.slowdowns.split(",")] if args.slowdowns else (
+        [0.0, 0.05, 0.2] if args.quick else [0.0, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2])  # fmt: skip
+    cfg = GateConfig()
+    base_t = measure(make_step(args.n, 0.0), "cpu", max_time_s=1.0)
+    base_s = base_t.median_s
+    t0 = time.time()
+    table = []
+    caught_at: dict[float, int] = {}
+    aa: dict[str, int] = {}
+    for x in levels:
+        res = [trial(args.n, base_s, x, args.max_time, cfg, args.processes) for _ in range(reps)]
+        ex = [r["exit"] for r in res]
+        caught_at[x] = ex.count(1)
+        if x == 0:
+            aa = {"false": ex.count(1), "inconclusive": ex.count(2)}
+        changes = [r["change"] for r in res if r["change"] is not None]
+        thr = [r["thr"] for r in res if r["thr"] is not None]
+        ps = [r["p"] for r in res if r["p"] is not None]
+        table.append([
+            "0% (A/A)" if x == 0 else f"{100 * x:g}%", reps,
+            sum(1 for r in res if r["first"] == "slower"), ex.count(1), ex.count(0), ex.count(2),
+            f"{100 * statistics.median(changes):+.1f}" if changes else "",
+            f"{100 * min(changes):+.1f} .. {100 * max(changes):+.1f}" if changes else "",
+            f"{100 * statistics.median(thr):.1f}" if thr else "",
+            f"{statistics.median(ps):.2g}" if ps else "",
+            f"{statistics.median([r['n'][0] for r in res]):g}",
+        ])  # fmt: skip
+    print(f"regression gate power: {reps} trials per level; step = {args.n}x{args.n} fp32 matmul, median "
+          f"{base_s * 1e3:.3f} ms on {args.threads} torch thread(s), {os.cpu_count()} CPU cores (shared machine); "
+          f"slowdown = busy-wait of X% of the step; each run measured "
+          f"{'in a fresh process' if args.processes else 'in this process'}; all measured")  # fmt: skip
+    print(f"gate: default GateConfig (alpha {cfg.alpha}, min effect max({100 * cfg.min_effect:g}%, {cfg.ci_k:g} x CI, "
+          f"{cfg.iqr_k:g} x IQR), {cfg.confirm} confirming rerun); timing engine stop rule: CI <= 2% or {args.max_time:g} s")  # fmt: skip
+    print(tabulate(table, headers=["injected slowdown", "trials", "flagged before rerun", "exit 1 (confirmed)",
+                                   "exit 0 (pass)", "exit 2 (inconclusive)", "median change [%]", "change range [%]",
+                                   "median min effect [%]", "median p", "samples/run"]))  # fmt: skip
+    need = reps - max(1, reps // 20)  # 19 of 20
+    reliable = [x for x in levels if x > 0 and caught_at[x] >= need and all(caught_at[y] >= need for y in levels if y >= x)]
+    print(f"A/A: {aa.get('false', 0)} false alarms (exit 1) and {aa.get('inconclusive', 0)} inconclusive (exit 2) in {reps} comparisons")
+    if 0.2 in caught_at:
+        print(f"20% slowdown: caught in {caught_at[0.2]} of {reps}")
+    print(f"smallest slowdown caught in >= {need} of {reps} (and every larger one): "
+          + (f"{100 * min(reliable):g}%" if reliable else "none of the levels tried"))  # fmt: skip
+    print(f"({time.time() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
