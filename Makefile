@@ -7,10 +7,17 @@ STAMP  := $(VENV)/.installed
 # otherwise the CPU build 2.13.0 (a bare `torch` requirement may pull a multi-GB CUDA build).
 TORCH_PIN ?= torch==2.13.0
 RUN_FILE ?= results/runs/make-bench-$(shell date +%Y%m%d-%H%M%S).jsonl
+GATE_FILE ?= results/runs/gate-$(shell date +%Y%m%d-%H%M%S).jsonl
+# The CI gate's committed baseline: the quick suite on CPU, one thread (see `make baseline`).
+BASELINE ?= results/baseline/quick-cpu.jsonl
+GATE_RUN = run --all --profile quick --device cpu --threads 1 --format none
+# Fixed-seed losses and errors may move in the last bits across CPU models (oneDNN picks kernels
+# by ISA); bytes, FLOPs and counts are compared exactly.
+GATE_TOL ?= --rtol 1e-4
 # Idle OpenMP threads sleep instead of spinning (tests run ranks side by side on 2 cores).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install bench test gate bench-overhead timing-agreement clean
+.PHONY: install bench test gate baseline bench-overhead timing-agreement gate-power clean
 
 install: $(STAMP)
 
@@ -28,6 +35,21 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# CI regression gate: the quick suite's deterministic metrics (bytes, FLOPs, fixed-seed losses)
+# against the committed baseline. Exit 0 pass, 1 regression, 2 ambiguous/missing rows, 3 error.
+gate: $(STAMP)
+	$(BIN)/bench $(GATE_RUN) --out $(GATE_FILE)
+	$(BIN)/bench regress --baseline $(BASELINE) --current $(GATE_FILE) --only deterministic $(GATE_TOL)
+
+# Re-record the baseline (after an intended change of a deterministic figure; commit the file).
+baseline: $(STAMP)
+	rm -f $(BASELINE) && mkdir -p $(dir $(BASELINE))
+	$(BIN)/bench $(GATE_RUN) --out $(BASELINE)
+
+# The gate's power on this machine: A/A false alarms and the slowdown it catches (prints figures).
+gate-power: $(STAMP)
+	$(BIN)/python benchmarks/gate_power.py
 
 # The harness's own overhead per case (pytest-benchmark table) and timer agreement vs torch.utils.benchmark.
 bench-overhead: $(STAMP)

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from bench.tables import fmt_value
+
 REGISTRY = Path(__file__).with_name("claims.json")
 VERDICTS = ("holds", "fails", "reported", "not measured here")
 NO_RESULTS = "no results"  # the device column when no result rows were given
@@ -65,18 +67,14 @@ class ClaimResult:
 
 
 def fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if v != v:
-            return "nan"
-        if v == 0:
-            return "0"
-        a = abs(v)
-        return f"{v:.4g}" if 1e-3 <= a < 1e6 else f"{v:.3e}"
+    """bench/tables.py's number format; "-" for nothing, thousands separators for large counts."""
     if v is None:
         return "-"
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10_000:
         return f"{v:,}"  # byte counts: 39,487,696
-    return str(v)
+    if isinstance(v, bool):
+        return str(v)
+    return fmt_value(v)
 
 
 def _num(v: Any) -> float | None:

@@ -155,7 +155,7 @@ def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: P
         if extra:
             click.echo(f"{p.name}: {extra}", err=True)
         try:
-            rows.extend(run_plugin(p, cases, opts))
+            run_plugin(p, cases, opts, on_row=rows.append)  # rows as they land: an interrupt keeps them here too
         except (Interrupted, KeyboardInterrupt) as e:
             click.echo(f"\ninterrupted: {e}; finished rows are kept in {opts.out}", err=True)
             interrupted = True

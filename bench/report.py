@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from bench.tables import fmt_value
+
 Table = tuple[str, list[str], list[list[str]]]  # (title, header, body)
 
 
@@ -140,17 +142,7 @@ def series_keys(rows: Sequence[dict[str, Any]], keys: Sequence[str], x: Callable
     return out
 
 
-def fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        if v == 0:
-            return "0"
-        a = abs(v)
-        return f"{v:.4g}" if 1e-3 <= a < 1e6 else f"{v:.3e}"
-    return str(v)
+fmt = fmt_value  # one number format for every table (bench/tables.py)
 
 
 def _sort_key(v: Any) -> tuple[int, float, str]:

@@ -316,6 +316,9 @@ def run_plugin(plugin: Plugin, cases: list[Any], opts: RunOptions,
                              kind="summary", started=time.time(), seconds=0.0) for r in summary]  # fmt: skip
             append_rows(opts.out, rows)
             all_rows.extend(rows)
+            if on_row:
+                for r in rows:
+                    on_row(r)
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)

@@ -1,12 +1,14 @@
 """Result rows -> tables (terminal, markdown, csv) through pandas + tabulate.
 
-Every metric column header carries its unit and source: `time_ms [ms, measured]`. Where
-rows of one column disagree on unit or source, each cell carries its own instead.
+Every metric column header carries its unit and source: `time_ms [ms, measured]` (terminal
+tables put the bracket on the lines under the name). Where rows of one column disagree on unit
+or source, each cell carries its own instead.
 """
 from __future__ import annotations
 
 import io
 import json
+import textwrap
 from typing import Any, Iterable, Sequence
 
 FORMATS = ("terminal", "markdown", "csv")
@@ -36,8 +38,9 @@ def _group_key(row: dict[str, Any]) -> tuple[str, str]:
 
 
 def build_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | None = None,
-                multi_device: bool = False) -> tuple[list[str], list[list[str]]]:  # fmt: skip
-    """Header and body for one group of rows (one plugin, one kind)."""
+                multi_device: bool = False, stacked: bool = False) -> tuple[list[str], list[list[str]]]:  # fmt: skip
+    """Header and body for one group of rows (one plugin, one kind). stacked: the unit and
+    source go under the metric's name, wrapped (terminal tables stay narrow)."""
     pkeys: list[str] = []
     for r in rows:
         for k in r.get("params", {}):
@@ -63,7 +66,8 @@ def build_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | None = 
     for k in mkeys:
         if len(units[k]) == 1:
             unit, src = json.loads(next(iter(units[k])))
-            header.append(f"{k} [{unit + ', ' if unit else ''}{src}]")
+            tag = f"[{unit + ', ' if unit else ''}{src}]"
+            header.append(f"{k}\n" + textwrap.fill(tag, max(len(k), 24)) if stacked else f"{k} {tag}")
         else:
             header.append(k)
     any_msg = any(r.get("message") for r in rows)
@@ -123,7 +127,7 @@ def render_rows(rows: Iterable[dict[str, Any]], fmt: str = "terminal", metrics: 
         multi = len({r.get("fingerprint", {}).get("label") for r in rs}) > 1
         sel = metrics or (plugin_metrics or {}).get(plugin if kind == "case" else "")
         # summary rows have their own metrics: never filter them by the case preference
-        header, body = build_table(rs, sel if kind == "case" else metrics, multi_device=multi)
+        header, body = build_table(rs, sel if kind == "case" else metrics, multi_device=multi, stacked=fmt == "terminal")
         text = render(header, body, fmt)
         if fmt == "csv":
             out.append(f"# {caption(rs)}\n{text}")

@@ -188,10 +188,12 @@ class ScalingPlugin(Plugin):
                  "fixed": (4_000_000, "1x8+1x16+1x32+2x40+2x64+3x80+4x96+4x128"), "mid": "2x64",
                  "extra_tokens": (50_000, 200_000, 1_000_000, 8_000_000), "flops": LADDER + "+4x128+6x128",
                  "flops_big": FLOPS_PRESETS + "+large", "seq_big": 512, "seq": 64, "batch": 16, "lr": 3e-3},
-        "gpu": {"iso": {1e14: "2x64+3x80+4x128+6x128+6x192", 1e15: "4x128+6x128+6x192+8x256+8x384",
-                        1e16: "6x192+8x256+8x384+12x512+12x768"},
-                "fixed": (50_000_000, "2x64+4x128+6x192+8x256+8x384+12x512"), "mid": "6x192",
-                "extra_tokens": (2_000_000, 200_000_000), "flops": "4x128+6x192+8x256+8x384+12x512",
+        # gpu: sized by step count, not FLOPs (models this small are launch-bound on an H100: a few ms a
+        # step at 64 x 128 tokens): <= ~2,500 steps per model, about a minute per case (not yet measured)
+        "gpu": {"iso": {1e13: "2x64+3x80+4x128+6x128+6x192", 3e13: "3x80+4x128+6x128+6x192+8x256",
+                        1e14: "4x128+6x128+6x192+8x256+8x384"},
+                "fixed": (10_000_000, "2x64+4x128+6x192+8x256+8x384"), "mid": "6x192",
+                "extra_tokens": (2_000_000, 20_000_000), "flops": "4x128+6x192+8x256+8x384+12x512",
                 "flops_big": FLOPS_PRESETS + "+large+1b", "seq_big": 2048, "seq": 128, "batch": 64, "lr": 3e-3},
     }  # fmt: skip
 

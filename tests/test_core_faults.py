@@ -73,6 +73,7 @@ def test_ctrl_c_keeps_finished_rows_and_leaves_no_child(thirdparty, tmp_path):
     _, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
     assert "finished rows are kept" in err and "Traceback" not in err
+    assert "1 rows written" in err  # the finished row is also shown, not only kept on disk
     rows = _rows(out)
     assert [(x["params"]["mode"], x["status"]) for x in rows] == [("ok", "ok")]
     assert not worker_processes()

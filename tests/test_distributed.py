@@ -178,15 +178,41 @@ def test_fsdp_stage3_runs_at_world_size_2_and_simulates_figure1(tmp_path):
     real = [x for x in rows if x["kind"] == "case" and not x["params"]["simulate"]]
     assert sorted(x["labels"]["rank"] for x in real) == [0, 1] and all(x["status"] == "ok" for x in real)
     assert "reshard_after_forward=True" in r.stderr  # the stage -> torch mapping is printed
-    (sim,) = [x for x in rows if x["kind"] == "case" and x["params"]["simulate"]]
+    (sim,) = [x for x in rows if x["kind"] == "case" and x["params"]["simulate"] and x["params"]["world_size"] == 64]
     assert sim["status"] == "ok" and sim["duration_s"] < 120
-    (fig,) = [x for x in rows if x["kind"] == "summary" and "zero.stage3" in x["evidence"] and x["labels"]["source"] == "simulated"]
+    (fig,) = [x for x in rows if x["kind"] == "summary" and "zero.stage3" in x["evidence"]
+              and x["labels"]["source"] == "simulated" and x["labels"]["world_size"] == 64]  # fmt: skip
+    # the same run also answers fsdp.ddp_oom (DDP vs stage 3 at 1.3B / 6.7B on 8 simulated ranks) -- with
+    # --stage 3 only the stage-3 half runs, so there is no DDP row to compare with and no evidence
+    assert not [x for x in rows if "fsdp.ddp_oom" in (x.get("evidence") or {})]
     ev = fig["evidence"]["zero.stage3"]
     assert ev["unit"] == "GB" and ev["value"] == pytest.approx(1.875, rel=0.01)  # 16 * 7.5e9 / 64
     assert "Figure 1: 1.9 GB" in ev["detail"]
     assert abs(ev["value"] / ev["expected"] - 1) < 0.001
     # the per-rank table is printed
     assert "rank" in r.stdout and "model_state_bytes" in r.stdout
+
+
+def test_oom_frontier_verdict_from_simulated_peaks():
+    """fsdp.ddp_oom: the largest size whose per-rank peak fits 80 GB, DDP vs stage 3."""
+    from plugins.distributed import OOM_BUDGET_BYTES, _oom_evidence
+
+    def agg(stage: int, n: float, peak_gb: float) -> dict:
+        return {"simulated": True, "stage": stage, "key": {"hybrid": False}, "peak_mib": peak_gb * 1e9 / 2**20,
+                "params": {"params": n, "world_size": 8, "precision": "bf16"}}
+
+    assert OOM_BUDGET_BYTES == 80e9
+    small, big = 1.3e9, 6.7e9
+    (rec,) = _oom_evidence([agg(0, small, 25.0), agg(3, small, 8.0), agg(0, big, 110.0), agg(3, big, 20.0)])
+    ev = rec.evidence["fsdp.ddp_oom"]
+    assert ev.verdict == "holds" and ev.source == "simulated"
+    assert rec.metrics["largest_fit_stage0_params"].value == small and rec.metrics["largest_fit_stage3_params"].value == big
+    assert "DDP 110.0 GB" in ev.detail
+    # both fit at every size: nothing shows DDP running out first -> fails
+    (rec,) = _oom_evidence([agg(0, small, 25.0), agg(3, small, 8.0), agg(0, big, 70.0), agg(3, big, 20.0)])
+    assert rec.evidence["fsdp.ddp_oom"].verdict == "fails"
+    # one size only: no evidence
+    assert _oom_evidence([agg(0, small, 25.0), agg(3, small, 8.0)]) == []
 
 
 # --- faults and bad input -------------------------------------------------------------------
