@@ -14,8 +14,6 @@ GATE_RUN = run --all --profile quick --device cpu --threads 1 --format none
 # Fixed-seed losses and errors may move in the last bits across CPU models (oneDNN picks kernels
 # by ISA); bytes, FLOPs and counts are compared exactly.
 GATE_TOL ?= --rtol 1e-4
-# Idle OpenMP threads sleep instead of spinning (tests run ranks side by side on 2 cores).
-export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install bench test gate baseline bench-overhead timing-agreement gate-power clean
 

@@ -27,7 +27,7 @@ PLUGINS=$(for s in $SHARES; do printf '%s ' "${s%%:*}"; done)
 mkdir -p "$OUT"
 SITE=$(mktemp -d /tmp/bench-site.XXXX)
 trap 'rm -rf "$SITE"' EXIT
-export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
+export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl || echo "warning: wheels did not install" >&2
 fi

@@ -230,8 +230,7 @@ def test_validate_rejects_bad_inputs():
 # --- the CLI -----------------------------------------------------------------------------------------
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "prec.jsonl"
-    r = run_bench("run", "--plugin", "precision", "--what", "cast,storage", "--model", "tiny", "--out", str(out),
-                  env={"OMP_WAIT_POLICY": "PASSIVE"})  # fmt: skip
+    r = run_bench("run", "--plugin", "precision", "--what", "cast,storage", "--model", "tiny", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "3.1415920257568359375" in r.stdout and "0x40490FD8" in r.stdout and "3.140625" in r.stdout
     rows = load_rows([out])
