@@ -11,9 +11,12 @@ GATE_FILE ?= results/runs/gate-$(shell date +%Y%m%d-%H%M%S).jsonl
 # The CI gate's committed baseline: the quick suite on CPU, one thread (see `make baseline`).
 BASELINE ?= results/baseline/quick-cpu.jsonl
 GATE_RUN = run --all --profile quick --device cpu --threads 1 --format none
-# Fixed-seed losses and errors may move in the last bits across CPU models (oneDNN picks kernels
-# by ISA); bytes, FLOPs and counts are compared exactly.
-GATE_TOL ?= --rtol 1e-4
+# Bytes, FLOPs and counts compare exactly, other deterministic floats within 1e-4. Losses after
+# training within 1%: two runs here were bit-identical, but BLAS picks kernels by CPU ISA and
+# 150 training steps amplify last-bit differences on another CPU model.
+GATE_LOSSES = loss final_loss final_loss_fp32 final_loss_bf16 final_loss_fp16 final_loss_fp16_scaler \
+              first_loss train_loss train_loss_last
+GATE_TOL ?= --rtol 1e-4 $(foreach m,$(GATE_LOSSES),--tol $(m)=1e-2)
 
 .PHONY: install bench test gate baseline bench-overhead timing-agreement gate-power clean
 

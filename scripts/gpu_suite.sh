@@ -6,7 +6,7 @@
 #   here, once:  echo /.whl/ >> .git/info/exclude
 #                python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #                    --implementation cp --platform manylinux_2_24_x86_64 -d .whl bitsandbytes==0.50.2
-#   device run:  command "bash scripts/gpu_suite.sh", carry [".whl"], timeout_s 560
+#   device run:  command "bash scripts/gpu_suite.sh", carry [".whl"], timeout_s 590
 #
 # It writes to $OUT (what comes back: at most 8 files): <device>-gpu.jsonl (every row),
 # <device>-gpu-claims.md, <device>-gpu-log.txt. Commit the .jsonl under results/ and build the
@@ -18,8 +18,9 @@ OUT=${OUT:-results/runs}
 PROFILE=${BENCH_PROFILE:-gpu}
 # plugin:seconds, in order: the cheap, most valuable evidence first. A plugin may use its share
 # plus whatever the plugins before it left unused; when its time is up it is interrupted like a
-# Ctrl-C (finished rows kept) and the next one starts. 480 s in all: the suite's 8 minutes.
-SHARES=${BENCH_SHARES:-"precision:60 fsdp:100 ddp:20 quantization:60 attention:160 scaling:80"}
+# Ctrl-C (finished rows kept) and the next one starts. 450 s in all, + at most 75 s of GPU tests
+# first: the whole script fits one device call (run it with timeout_s 590).
+SHARES=${BENCH_SHARES:-"precision:55 fsdp:95 ddp:20 quantization:55 attention:150 scaling:75"}
 if [ -n "${BENCH_PLUGINS:-}" ]; then
     SHARES=$(for p in $BENCH_PLUGINS; do printf '%s:%s ' "$p" "${BENCH_SHARE_S:-60}"; done)
 fi
@@ -44,6 +45,11 @@ LOG="$OUT/$DEV-$PROFILE-log.txt"
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 || true
     "${BENCH[@]}" env
 } >"$LOG" 2>&1
+if [ -z "${BENCH_SKIP_TESTS:-}" ]; then  # the CUDA paths' own tests (tests/test_gpu.py), bounded
+    echo "# pytest -m gpu" >>"$LOG"
+    timeout -k 5 75 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py >>"$LOG" 2>&1
+    echo "# pytest exit $?" >>"$LOG"
+fi
 start=$(date +%s)
 total=0
 for s in $SHARES; do total=$((total + ${s##*:})); done
