@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from bench.contract import Evidence, Launch, Metric, Plugin, Record, param
+from bench.results import metric_value
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -414,7 +415,7 @@ class AttentionPlugin(Plugin):
     # --- across cases -----------------------------------------------------------------------
     def summarize(self, rows: list[dict[str, Any]]) -> list[Record]:
         ok = [r for r in rows if r.get("kind", "case") == "case" and r.get("status") == "ok"
-              and _val(r, "extra_mib") is not None and _val(r, "time_ms") is not None]  # fmt: skip
+              and metric_value(r, "extra_mib") is not None and metric_value(r, "time_ms") is not None]  # fmt: skip
         out: list[Record] = []
         sweeps = [s for s in _groups(ok, "seq") if len(s.xs) >= 2]
         for s in sweeps:
@@ -439,11 +440,6 @@ class AttentionPlugin(Plugin):
 
 
 # --- summary helpers ----------------------------------------------------------------------------
-def _val(row: dict[str, Any], name: str) -> Any:
-    m = row.get("metrics", {}).get(name)
-    return None if m is None else m.get("value")
-
-
 SWEEP_KEYS = ("impl", "dtype", "mode", "seq", "heads", "head_dim", "batch", "causal")
 
 
@@ -530,7 +526,7 @@ def _groups(rows: list[dict[str, Any]], var: str) -> list[Sweep]:
         fixed = {k: p.get(k) for k in SWEEP_KEYS if k != var}
         key = tuple(sorted((k, repr(v)) for k, v in fixed.items()))
         fixed_of[key] = fixed
-        groups.setdefault(key, {}).setdefault(int(p[var]), []).append((float(_val(r, "extra_mib")), float(_val(r, "time_ms"))))
+        groups.setdefault(key, {}).setdefault(int(p[var]), []).append((float(metric_value(r, "extra_mib")), float(metric_value(r, "time_ms"))))
     out = []
     for key, by_x in groups.items():
         xs = sorted(by_x)
@@ -567,31 +563,31 @@ def _registry_verdict(claim_id: str, ev: Evidence) -> str | None:
 def _fa_speed(rows: list[dict[str, Any]]) -> Record | None:
     """CUDA only (rows with an mfu against the table's dense peak): best % of peak per backend; the
     flash backend's best is attn.fa_speed."""
-    with_peak = [r for r in rows if _val(r, "mfu") is not None]
+    with_peak = [r for r in rows if metric_value(r, "mfu") is not None]
     if not with_peak:
         return None
     best: dict[str, dict[str, Any]] = {}
     for r in with_peak:
         impl = r["params"]["impl"]
-        if impl not in best or _val(r, "mfu") > _val(best[impl], "mfu"):
+        if impl not in best or metric_value(r, "mfu") > metric_value(best[impl], "mfu"):
             best[impl] = r
 
     def line(r: dict[str, Any]) -> str:
         p = r["params"]
         dev = r.get("fingerprint", {}).get("label", "?")
-        return (f"{p['impl']}: {_val(r, 'tflops'):.1f} TFLOP/s = {_val(r, 'mfu'):.1f}% "
+        return (f"{p['impl']}: {metric_value(r, 'tflops'):.1f} TFLOP/s = {metric_value(r, 'mfu'):.1f}% "
                 f"{r['metrics']['mfu']['unit']} on {dev} ({p['dtype']} {p['mode']}{' causal' if p['causal'] else ''}, "
                 f"B={p['batch']} H={p['heads']} n={p['seq']} d={p['head_dim']})")  # fmt: skip
 
     order = {i: n for n, i in enumerate(IMPLS)}
     impls = sorted(best, key=lambda i: order.get(i, 99))
-    m = {f"best_mfu_{i}": Metric(_val(best[i], "mfu"), "% of dense peak", "measured") for i in impls}
-    m.update({f"best_tflops_{i}": Metric(_val(best[i], "tflops"), "TFLOP/s", "measured") for i in impls})
+    m = {f"best_mfu_{i}": Metric(metric_value(best[i], "mfu"), "% of dense peak", "measured") for i in impls}
+    m.update({f"best_tflops_{i}": Metric(metric_value(best[i], "tflops"), "TFLOP/s", "measured") for i in impls})
     rec = Record(metrics=m, labels={"analysis": "fa_speed"})
     if "sdpa_flash" in best:
         f = best["sdpa_flash"]
         rec.evidence["attn.fa_speed"] = Evidence(
-            _val(f, "mfu"), "% of peak", "measured",
+            metric_value(f, "mfu"), "% of peak", "measured",
             "best of the flash backend: " + line(f) + " | every backend's best: " + " | ".join(line(best[i]) for i in impls),
         )  # fmt: skip
     return rec

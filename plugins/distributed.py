@@ -26,6 +26,7 @@ import torch
 
 from bench.context import memory_metrics, timing_metrics
 from bench.contract import Evidence, Launch, Metric, Plugin, Record, param
+from bench.results import metric_value
 from plugins.common.gpt import PRESETS, GPTConfig, config_from
 
 STAGES: dict[int, str] = {
@@ -590,17 +591,12 @@ CASE_KEYS = ("world_size", "model", "layers", "width", "precision", "batch", "se
 CLAIMS = {0: "zero.ddp", 1: "zero.stage1", 2: "zero.stage2", 3: "zero.stage3"}
 
 
-def _val(row: dict[str, Any], name: str) -> Any:
-    m = row.get("metrics", {}).get(name)
-    return None if m is None else m.get("value")
-
-
 def summarize_rows(rows: list[dict[str, Any]]) -> list[Record]:
     """Per case: the largest rank's model-state bytes vs the formula and vs DDP (stage 0 of the
     same config), slowest-rank step time and spread, collective bytes vs DDP; claim evidence."""
     cases: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        if r.get("kind", "case") != "case" or r.get("status") != "ok" or _val(r, "model_state_bytes") is None:
+        if r.get("kind", "case") != "case" or r.get("status") != "ok" or metric_value(r, "model_state_bytes") is None:
             continue
         cases.setdefault(r["case_id"], []).append(r)
     agg = [_aggregate(rs) for rs in cases.values()]
@@ -621,24 +617,24 @@ def _aggregate(rs: list[dict[str, Any]]) -> dict[str, Any]:
     key["hybrid"] = bool(key.get("hybrid"))
 
     def rest(r: dict[str, Any]) -> int:  # ZeRO-1 simulated: the largest partition, not rank 0's
-        return _val(r, "model_state_bytes_max_rank") or _val(r, "model_state_bytes")
+        return metric_value(r, "model_state_bytes_max_rank") or metric_value(r, "model_state_bytes")
 
-    steps = [v for v in (_val(r, "step_ms") for r in rs) if v is not None]
-    losses = [v for v in (_val(r, "loss") for r in rs) if v is not None]
+    steps = [v for v in (metric_value(r, "step_ms") for r in rs) if v is not None]
+    losses = [v for v in (metric_value(r, "loss") for r in rs) if v is not None]
     # stage 2: the paper's stage-2 state exists in torch only during the step (after forward)
-    value = max(_val(r, "model_state_step_bytes") for r in rs) if stage == 2 else max(rest(r) for r in rs)
+    value = max(metric_value(r, "model_state_step_bytes") for r in rs) if stage == 2 else max(rest(r) for r in rs)
     r0 = rs[0]
     return {
         "plugin": r0["plugin"], "stage": stage, "key": key, "params": p, "ranks": len(rs),
         "simulated": bool(p.get("simulate")), "value": value, "rest": max(rest(r) for r in rs),
-        "formula": _val(r0, "formula_bytes"), "rest_formula": _val(r0, "formula_rest_bytes"),
-        "bound": _val(r0, "formula_bound_bytes"), "psi": _val(r0, "n_params"), "nd": _val(r0, "shard_ranks"),
-        "formula_text": zero_formula(stage, 1, int(_val(r0, "shard_ranks") or 1), str(p.get("precision")))[1],
-        "comm": max(_val(r, "comm_bytes_per_step") for r in rs),
+        "formula": metric_value(r0, "formula_bytes"), "rest_formula": metric_value(r0, "formula_rest_bytes"),
+        "bound": metric_value(r0, "formula_bound_bytes"), "psi": metric_value(r0, "n_params"), "nd": metric_value(r0, "shard_ranks"),
+        "formula_text": zero_formula(stage, 1, int(metric_value(r0, "shard_ranks") or 1), str(p.get("precision")))[1],
+        "comm": max(metric_value(r, "comm_bytes_per_step") for r in rs),
         "comm_source": r0["metrics"]["comm_bytes_per_step"]["source"],
         "step_max": max(steps) if steps else None, "step_min": min(steps) if steps else None,
         "loss": sum(losses) / len(losses) if losses else None,
-        "peak_mib": max((_val(r, "peak_mib") or 0) for r in rs),
+        "peak_mib": max((metric_value(r, "peak_mib") or 0) for r in rs),
         "how": next((n for n in r0.get("notes", []) if n.startswith("stage")), ""),
     }  # fmt: skip
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from bench.results import metric_value  # noqa: F401  (precision and quantization take it from here)
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -232,6 +234,3 @@ def registry_verdict(claim_id: str, ev: Any) -> str | None:
         return None
 
 
-def metric_value(row: dict[str, Any], name: str) -> Any:
-    m = row.get("metrics", {}).get(name)
-    return None if m is None else m.get("value")
