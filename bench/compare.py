@@ -177,7 +177,7 @@ def machine_note(inputs: list[Input]) -> str:
 
 def render(inputs: list[Input], fmt: str = "terminal", metrics: Sequence[str] | None = None,
            all_metrics: bool = False, plugin: str | None = None) -> str:  # fmt: skip
-    from bench.tables import fmt_value, render as render_table
+    from bench.tables import fmt_value, render as render_table, titled
 
     parts = []
     if fmt != "csv":
@@ -194,13 +194,7 @@ def render(inputs: list[Input], fmt: str = "terminal", metrics: Sequence[str] | 
         caption = cap + (f" | fixed: {const}" if const else "")
         if info["one_sided"]:
             caption += f" | {info['one_sided']} of {info['rows']} rows not in every input (see 'only in')"
-        text = render_table(header, body, fmt)
-        if fmt == "csv":
-            parts.append(f"# {caption}\n{text}")
-        elif fmt == "markdown":
-            parts.append(f"**{caption}**\n\n{text}\n")
-        else:
-            parts.append(f"== {caption}\n{text}\n")
+        parts.append(titled(caption, render_table(header, body, fmt), fmt))
     return "\n".join(parts)
 
 

@@ -116,6 +116,15 @@ def render(header: list[str], body: list[list[str]], fmt: str = "terminal") -> s
     return tabulate(body, headers=header, tablefmt=_TAB[fmt], disable_numparse=True)
 
 
+def titled(caption_text: str, table: str, fmt: str = "terminal") -> str:
+    """A rendered table under its caption, in the format's own way."""
+    if fmt == "csv":
+        return f"# {caption_text}\n{table}"
+    if fmt == "markdown":
+        return f"**{caption_text}**\n\n{table}\n"
+    return f"== {caption_text}\n{table}\n"
+
+
 def render_rows(rows: Iterable[dict[str, Any]], fmt: str = "terminal", metrics: Sequence[str] | None = None,
                 plugin_metrics: dict[str, Sequence[str]] | None = None) -> str:  # fmt: skip
     """All rows, one table per (plugin, kind), each with a caption."""
@@ -128,13 +137,7 @@ def render_rows(rows: Iterable[dict[str, Any]], fmt: str = "terminal", metrics: 
         sel = metrics or (plugin_metrics or {}).get(plugin if kind == "case" else "")
         # summary rows have their own metrics: never filter them by the case preference
         header, body = build_table(rs, sel if kind == "case" else metrics, multi_device=multi, stacked=fmt == "terminal")
-        text = render(header, body, fmt)
-        if fmt == "csv":
-            out.append(f"# {caption(rs)}\n{text}")
-        elif fmt == "markdown":
-            out.append(f"**{caption(rs)}**\n\n{text}\n")
-        else:
-            out.append(f"== {caption(rs)}\n{text}\n")
+        out.append(titled(caption(rs), render(header, body, fmt), fmt))
         notes = sorted({n for r in rs for n in r.get("notes", [])})
         if notes and fmt != "csv":
             out.append("\n".join(f"  note: {n}" for n in notes) + "\n")
