@@ -44,7 +44,8 @@ def _clean(o: Any) -> Any:
 def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps(_clean(r), allow_nan=False, sort_keys=True) + "\n" for r in rows)
+    # keys in the order rows are built: parameters stay in the plugin's declared order in every table
+    data = "".join(json.dumps(_clean(r), allow_nan=False) + "\n" for r in rows)
     if not data:
         return
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -263,7 +263,7 @@ def test_real_cli_confirming_rerun(tmp_path, thirdparty):
     r = run_bench("regress", "--baseline", str(base), "--current", str(cur), "--json", str(tmp_path / "v.json"), "--min-effect", "0.5",
                   "--rerun-cmd", f"{{python}} {script} {{out}} --plugin {{plugin}} {{flags}} {{run_opts}}", pythonpath=pp)  # fmt: skip
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "SLOWER toy extra_ms=0.0 n=64: time_ms" in r.stdout and "confirmed by rerun 1" in r.stdout
+    assert "SLOWER toy n=64 extra_ms=0.0: time_ms" in r.stdout and "confirmed by rerun 1" in r.stdout
     v = json.loads((tmp_path / "v.json").read_text())
     assert v["exit_code"] == 1 and [i["metric"] for i in v["items"] if i["outcome"] == "regression"] == ["time_ms"]
     # a rerun command that fails is a harness error
