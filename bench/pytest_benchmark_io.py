@@ -29,7 +29,7 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bench.results import SCHEMA, ResultsError, read_rows, resolve
+from bench.results import SCHEMA, ResultsError, read_rows, read_text, resolve
 
 FOREIGN_PLUGIN = "pytest-benchmark"
 
@@ -228,12 +228,7 @@ def looks_like_pytest_benchmark(doc: Any) -> bool:
 def read_any(path: str | Path) -> list[dict[str, Any]]:
     """One file: bench JSON lines, or a pytest-benchmark JSON document."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise ResultsError(f"{path}: not a text file; expected bench JSON lines or a pytest-benchmark JSON file") from None
-    except OSError as e:
-        raise ResultsError(f"{path}: {e.strerror}") from None
+    text = read_text(path, "bench JSON lines or a pytest-benchmark JSON file")
     if text.lstrip()[:1] == "{":
         try:
             doc = json.loads(text)  # JSON lines with more than one row fail here: "extra data"
@@ -241,7 +236,7 @@ def read_any(path: str | Path) -> list[dict[str, Any]]:
             doc = None
         if looks_like_pytest_benchmark(doc):
             return from_pytest_benchmark(doc, str(path))
-    return read_rows(path)
+    return read_rows(path, text)  # read once
 
 
 def load_any(paths: Iterable[str | Path]) -> list[dict[str, Any]]:

@@ -75,15 +75,22 @@ def resolve(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    rows = []
+def read_text(path: str | Path, expected: str = f"bench JSON lines ({SCHEMA})") -> str:
+    """A result file's text, or a ResultsError naming the file (missing, unreadable, binary)."""
     try:
-        text = path.read_text()
+        return Path(path).read_text()
     except UnicodeDecodeError:
-        raise ResultsError(f"{path}: not a text file; expected bench JSON lines ({SCHEMA})") from None
+        raise ResultsError(f"{path}: not a text file; expected {expected}") from None
     except OSError as e:
         raise ResultsError(f"{path}: {e.strerror}") from None
+
+
+def read_rows(path: str | Path, text: str | None = None) -> list[dict[str, Any]]:
+    """Validated rows of one bench JSON-lines file (text: its content, when already read)."""
+    path = Path(path)
+    rows = []
+    if text is None:
+        text = read_text(path)
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
