@@ -1,33 +1,51 @@
-"""The `bench` command line (click). User errors: one clear line on stderr, exit 2."""
+"""The `bench` command line (click). Errors map to exit codes in one place (BenchGroup): a
+bench.errors.BenchError exits with its own code and one line on stderr, never a traceback."""
+
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from bench.contract import PROFILES
-from bench.params import UsageError
+from bench.contract import PROFILES, RESERVED_FLAGS
+from bench.errors import BenchError, UsageError
 
-# Options of `bench run` itself; plugin parameters must not reuse these names.
-RUN_OPTIONS = ("plugin", "all", "profile", "out", "timeout", "seed", "threads", "device", "max-time", "format", "strict")
+RUN_OPTIONS = RESERVED_FLAGS  # the names a plugin flag may not take (checked by discovery)
 
 
 class BenchGroup(click.Group):
-    """Turns known error types into clean messages and exit codes, never a traceback."""
+    """Turns known error types into clean messages and exit codes, never a traceback; click's own
+    usage errors become one line too."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as e:
+            hint = ""
+            if isinstance(e, click.UsageError) and e.ctx is not None:
+                hint = f" (see `{e.ctx.command_path} --help`)"
+            click.echo(f"error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from bench.discovery import DiscoveryError
-        from bench.results import ResultsError
-
         try:
             return super().invoke(ctx)
-        except (UsageError, ResultsError, DiscoveryError) as e:
+        except BenchError as e:
             click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
+            ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
@@ -46,8 +64,44 @@ class BenchGroup(click.Group):
             ctx.exit(3)
 
 
+class Finite(click.ParamType):
+    """A finite number within [lo, hi]: nan and inf are refused (they would switch limits off)."""
+
+    name = "number"
+
+    def __init__(self, lo: float, hi: float = math.inf):
+        self.lo, self.hi = lo, hi
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v) or not self.lo <= v <= self.hi:
+            hi = "" if self.hi == math.inf else f" and <= {self.hi:g}"
+            self.fail(f"{value!r} must be a finite number >= {self.lo:g}{hi}", param, ctx)
+        return v
+
+
+class RunCommand(click.Command):
+    """`bench run`: a repeated option of its own would silently keep its last value: refused."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        own = {f"--{n}" for n in RESERVED_FLAGS} - {"--plugin"}
+        seen: set[str] = set()
+        for a in args:
+            if a == "--":
+                break
+            name = a.split("=", 1)[0]
+            if name in own:
+                if name in seen:
+                    raise click.UsageError(f"{name} given twice", ctx)
+                seen.add(name)
+        return super().parse_args(ctx, args)
+
+
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="bench")
+@click.version_option(package_name="llm-blocks-bench", prog_name="bench")
 def main() -> None:
     """bench: measure the building blocks of LLM training and inference."""
 
@@ -68,22 +122,25 @@ def list_cmd(only: str | None) -> None:
     from bench.params import describe_params
 
     found = discover()
-    if only:
+    if only and only not in found:
         get_plugin(only, found)  # unknown name -> exit 2 with the closest names
     for name, f in found.items():
         if only and name != only:
             continue
         if f.plugin is None:
-            click.echo(f"{name}  [{f.dist}: {f.target}]\n  cannot load: {f.load_error}\n")
+            click.echo(f"{name}  [{f.dist}: {f.target}]  cannot be used: {f.load_error}\n")
             continue
         p = f.plugin
         try:
             why = p.available(p.Params())
-        except Exception as e:
-            why = f"available() failed: {e}"
+            counts = ", ".join(f"{pr}: {len(p.grid(pr))} cases" for pr in PROFILES)
+        except Exception as e:  # a plugin's own bug: one line, the others still listed
+            click.echo(f"{name}  [{f.dist}: {f.target}]  broken: {type(e).__name__}: {e}\n")
+            continue
         state = "available here" if not why else f"not available here: {why}"
-        counts = ", ".join(f"{pr}: {len(p.grid(pr))} cases" for pr in PROFILES)
         click.echo(f"{name}  [{f.dist}: {f.target}]  {state}\n  {p.description}\n  profiles: {counts}")
+        if p.claims:
+            click.echo(f"  claims: {', '.join(c.id for c in p.claims)}")
         extra = p.describe()
         if extra:
             click.echo("  " + extra.replace("\n", "\n  "))
@@ -95,36 +152,42 @@ def list_cmd(only: str | None) -> None:
 
 @main.command(
     "run",
+    cls=RunCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": True},
 )
 @click.option("--plugin", "plugins", multiple=True, help="Plugin to run (repeat for several). See `bench list`.")
 @click.option("--all", "run_all", is_flag=True, help="Run every available plugin (the default suite).")
 @click.option("--profile", type=click.Choice(PROFILES), default=None, help="Case grid: quick (CPU/CI), full, gpu. Default: gpu with CUDA, else quick.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Result file (JSON lines; appended). Default: results/runs/<device>-<what>-<run id>.jsonl")
-@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="Per-case time limit in seconds (default: the plugin's).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per process (default: cores / ranks).")
+@click.option("--timeout", type=Finite(1, 86400), default=None, help="Per-case time limit in seconds (default: the plugin's).")
+@click.option("--deadline", type=Finite(1, 7 * 86400), default=None, help="Seconds from now by which the whole run ends: cases are cut to fit, those that cannot start are skipped rows.")
+@click.option("--plan", "plan_only", is_flag=True, help="Print every case with an estimate of its time (stated assumptions); run nothing.")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1, max=4096), default=None, help="torch threads per process (default: cores / ranks).")
 @click.option("--device", type=click.Choice(["auto", "cpu"]), default="auto", show_default=True)
-@click.option("--max-time", type=click.FloatRange(min=0.05), default=2.0, show_default=True, help="Time cap per timed measurement, seconds.")
+@click.option("--max-time", type=Finite(0.05, 3600), default=2.0, show_default=True, help="Time cap per timed measurement, seconds.")
 @click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "csv", "none"]), default="terminal", show_default=True)
 @click.option("--strict", is_flag=True, help="Exit 1 if any case ends oom/error/timeout.")
 @click.argument("plugin_args", nargs=-1, type=click.UNPROCESSED)
-def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: Path | None, timeout: float | None,
-            seed: int, threads: int | None, device: str, max_time: float, fmt: str, strict: bool,
-            plugin_args: tuple[str, ...]) -> None:  # fmt: skip
+def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: Path | None,
+            timeout: float | None, deadline: float | None, plan_only: bool, seed: int, threads: int | None, device: str,
+            max_time: float, fmt: str, strict: bool, plugin_args: tuple[str, ...]) -> None:  # fmt: skip
     """Run plugins' cases; plugin parameters are flags: bench run --plugin fsdp --stage 3 --seq 512,1024"""
     from bench.discovery import discover, get_plugin
     from bench.params import expand_grid, parse_flags
+    from bench.results import check_writable
     from bench.runner import Interrupted, RunOptions, default_out, new_run_id, run_plugin
     from bench.tables import render_rows
 
     found = discover()
+    if run_all and plugins:
+        raise UsageError("--all runs every plugin: give --all or --plugin NAME, not both")
     if run_all:
         if plugin_args:
             raise UsageError("plugin flags need a single --plugin, not --all")
         names = [n for n, f in found.items() if f.plugin is not None]
     elif plugins:
-        names = list(plugins)
+        names = list(dict.fromkeys(plugins))
     else:
         raise UsageError(f"name a plugin with --plugin NAME (installed: {', '.join(found) or 'none'}), or --all")
     if len(names) > 1 and plugin_args:
@@ -141,29 +204,49 @@ def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: P
             if why:
                 raise UsageError(f"{name}: {why}")
         plan.append((p, cases))
+    if plan_only:
+        from bench import plan as planner
+
+        import torch
+
+        dev = "cuda" if torch.cuda.is_available() and device != "cpu" else "cpu"
+        planned = [c for p, cases in plan for c in planner.plan(p, cases, dev, timeout)]
+        click.echo(f"plan: profile {profile} on {dev}")
+        click.echo(planner.render(planned, deadline))
+        return
     run_id = new_run_id()
     what = names[0] if len(names) == 1 else "suite"
-    opts = RunOptions(profile=profile, out=out or default_out(run_id, what), timeout_s=timeout, seed=seed,
-                      threads=threads, max_time_s=max_time, device=device, run_id=run_id)  # fmt: skip
+    out = out if out is not None else default_out(run_id, what)
+    check_writable(out)
+    opts = RunOptions(profile=profile, out=out, timeout_s=timeout, seed=seed, threads=threads, max_time_s=max_time,
+                      device=device, run_id=run_id, deadline=time.time() + deadline if deadline else None)  # fmt: skip
     total = sum(len(c) for _, c in plan)
     click.echo(f"run {run_id}: {total} cases ({', '.join(f'{p.name}: {len(c)}' for p, c in plan)}), "
                f"profile {profile}, writing {opts.out}", err=True)  # fmt: skip
-    rows: list[dict[str, Any]] = []
+    rows: list[Any] = []
+    walls: list[tuple[str, float, int]] = []
     interrupted = False
+    t0 = time.time()
     for p, cases in plan:
         extra = p.describe()
         if extra:
             click.echo(f"{p.name}: {extra}", err=True)
+        t = time.time()
         try:
             run_plugin(p, cases, opts, on_row=rows.append)  # rows as they land: an interrupt keeps them here too
         except (Interrupted, KeyboardInterrupt) as e:
-            click.echo(f"\ninterrupted: {e}; finished rows are kept in {opts.out}", err=True)
+            click.echo(f"\ninterrupted: {e}; finished rows (and their summary) are kept in {opts.out}", err=True)
             interrupted = True
+        walls.append((p.name, time.time() - t, len(cases)))
+        if interrupted:
             break
     if fmt != "none" and rows:
-        pm = {p.name: tuple(getattr(p, "table_metrics", ()) or ()) for p, _ in plan}
-        click.echo(render_rows(rows, fmt, plugin_metrics={k: v for k, v in pm.items() if v}))
-    bad = [r for r in rows if r["status"] in ("oom", "error", "timeout")]
+        pm = {p.name: p.table_metrics for p, _ in plan if p.table_metrics}
+        click.echo(render_rows(rows, fmt, plugin_metrics=pm))
+    bad = [r for r in rows if r.failed]
+    for name, secs, n in walls:
+        click.echo(f"wall time {name}: {secs:.1f} s ({n} cases)", err=True)
+    click.echo(f"wall time total: {time.time() - t0:.1f} s", err=True)
     click.echo(f"{len(rows)} rows written to {opts.out}" + (f"; {len(bad)} failed" if bad else ""), err=True)
     if interrupted:
         sys.exit(130)
@@ -171,11 +254,43 @@ def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: P
         sys.exit(1)
 
 
-def latest_result() -> Path:
-    runs = sorted(Path("results/runs").glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise UsageError("no results yet: run `bench run --plugin NAME` first, or pass a result file")
-    return runs[-1]
+@main.command("summarize")
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Append the summary rows here (default: to each input file).")
+@click.option("--force", is_flag=True, help="Also for runs that already have summary rows (they are added again).")
+def summarize_cmd(results: tuple[Path, ...], out: Path | None, force: bool) -> None:
+    """Rebuild the plugins' summary rows (fits, ratios, claim evidence) from the case rows of a
+    result file -- e.g. one cut short by an interrupt or a deadline."""
+    from bench.discovery import discover
+    from bench.results import append_rows, check_writable, read_rows, resolve
+    from bench.runner import RunOptions, summary_rows
+
+    found = discover()
+    files = resolve(results)
+    written = 0
+    for f in files:
+        rows = read_rows(f)
+        dest = out or f
+        check_writable(dest)
+        groups: dict[tuple[str, str], list[Any]] = {}
+        for r in rows:
+            groups.setdefault((r.run_id, r.plugin), []).append(r)
+        for (run_id, name), rs in groups.items():
+            if any(not r.is_case for r in rs) and not force:
+                click.echo(f"{f}: run {run_id} {name} already has summary rows (--force adds them again)", err=True)
+                continue
+            fp = found.get(name)
+            if fp is None or fp.plugin is None:
+                click.echo(f"{f}: run {run_id}: plugin {name} is not usable here; not summarized", err=True)
+                continue
+            opts = RunOptions(profile=rs[0].profile, run_id=run_id, out=dest)
+            new = summary_rows(fp.plugin, rs, opts)
+            for r in new:  # the summary describes the machine that measured the cases
+                r.fingerprint = rs[0].fingerprint
+            append_rows(dest, new)
+            written += len(new)
+            click.echo(f"{f}: run {run_id} {name}: {len(new)} summary rows from {sum(r.is_case for r in rs)} case rows -> {dest}", err=True)
+    click.echo(f"{written} summary rows written")
 
 
 @main.command("show")
@@ -187,21 +302,17 @@ def latest_result() -> Path:
 def show_cmd(results: tuple[Path, ...], fmt: str, plugin: str | None, metrics: str | None, all_metrics: bool) -> None:
     """Print result tables. RESULTS: files or folders (default: the latest run)."""
     from bench.discovery import discover
-    from bench.results import load_rows
+    from bench.results import latest_or_given, load_rows
     from bench.tables import render_rows
 
-    rows = load_rows(results or [latest_result()])
+    rows = load_rows(latest_or_given(results), nonempty=True)
     if plugin:
-        rows = [r for r in rows if r["plugin"] == plugin]
+        rows = [r for r in rows if r.plugin == plugin]
     if not rows:
         raise UsageError("no rows to show" + (f" for plugin {plugin!r}" if plugin else ""))
     pm: dict[str, Any] = {}
     if not all_metrics and not metrics:
-        try:
-            pm = {n: tuple(getattr(f.plugin, "table_metrics", ()) or ()) for n, f in discover().items() if f.plugin}
-            pm = {k: v for k, v in pm.items() if v}
-        except Exception:
-            pm = {}
+        pm = {n: f.plugin.table_metrics for n, f in discover().items() if f.plugin and f.plugin.table_metrics}
     sel = [m.strip() for m in metrics.split(",")] if metrics else None
     click.echo(render_rows(rows, fmt, metrics=sel, plugin_metrics=pm))
 

@@ -1,11 +1,12 @@
 """`bench compare A B [C...]`: result sets side by side -- across GPUs, machines and runs.
 
-Rows match on plugin + params + labels + kind (bench.results.row_key). One line per matched
-row and metric; one column group per input (labelled by device and run id), with the ratio
-to the first input. Rows present in only some inputs are listed (column "only in"), never
-dropped. Normalised metrics -- mfu (% of the device's dense peak), pct_matmul (% of the
-device's own measured matmul), bytes_per_param -- are shown by default because they compare
-fairly across devices where raw times and TFLOP/s do not.
+Rows match on plugin + params + labels + kind (Row.key). One line per matched row and metric;
+one column group per input (labelled by device and run id), with the ratio to the first input.
+Rows present in only some inputs are listed (column "only in"), never dropped. The metrics shown
+by default are each plugin's table_metrics and its normalised ones (Plugin.normalised: bytes per
+parameter, ratios), beside the core's normalised mfu (% of the device's dense peak) and pct_matmul
+(% of the device's own measured matmul): those compare fairly across devices where raw times and
+TFLOP/s do not.
 
 A ratio of two timings with raw samples on both sides carries a mark from regress's rule
 (Mann-Whitney p < 0.01 AND a change beyond the noise-adapted minimum effect):
@@ -21,19 +22,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 
-# The default metric lines, in this order, where present: raw figures, then the normalised ones.
-DEFAULT_METRICS = (
-    "time_ms", "step_ms", "tokens_per_s", "tflops",
-    "mfu", "pct_matmul", "pct_peak", "bytes_per_param",
-    "peak_mib", "extra_mib", "model_state_bytes", "comm_bytes_per_step", "final_loss", "rel_error", "loss",
-)  # fmt: skip
-NORMALISED = ("mfu", "pct_matmul", "pct_peak", "bytes_per_param")
+from bench.errors import UsageError
+from bench.rows import Row
+
+CORE_NORMALISED = ("mfu", "pct_matmul")  # bench/flops.py: % of the dense peak, % of the measured matmul
 MARKS = {"slower": "+", "faster": "-", "same": "~", "ambiguous": "?"}
 
 
@@ -41,19 +40,19 @@ MARKS = {"slower": "+", "faster": "-", "same": "~", "ambiguous": "?"}
 class Input:
     name: str  # A, B, C ...
     path: str
-    rows: list[dict[str, Any]]
+    rows: list[Row]
 
     @property
     def label(self) -> str:
         """Device label + run id, e.g. 'h100-80gb-hbm3 20250101-120000-ab12cd'."""
-        devs = list(dict.fromkeys((r.get("fingerprint") or {}).get("label", "?") for r in self.rows))
-        runs = list(dict.fromkeys(r.get("run_id", "?") for r in self.rows))
+        devs = list(dict.fromkeys(r.device for r in self.rows))
+        runs = list(dict.fromkeys(r.run_id for r in self.rows))
         run = runs[0] + (f"+{len(runs) - 1}" if len(runs) > 1 else "")
         return f"{'/'.join(devs[:2])} {run}"
 
     @property
     def machines(self) -> set[str | None]:
-        return {(r.get("fingerprint") or {}).get("machine_id") for r in self.rows}
+        return {r.machine_id for r in self.rows}
 
 
 def load_inputs(paths: Sequence[Path]) -> list[Input]:
@@ -62,9 +61,9 @@ def load_inputs(paths: Sequence[Path]) -> list[Input]:
     loaded = [(str(p), load_any([p])) for p in paths]
     if len(loaded) == 1:  # one folder of several runs: one column group per run
         path, rows = loaded[0]
-        runs = list(dict.fromkeys(r["run_id"] for r in rows))
+        runs = list(dict.fromkeys(r.run_id for r in rows))
         if len(runs) > 1:
-            loaded = [(f"{path} (run {rid})", [r for r in rows if r["run_id"] == rid]) for rid in runs]
+            loaded = [(f"{path} (run {rid})", [r for r in rows if r.run_id == rid]) for rid in runs]
     return [Input(chr(ord("A") + i) if i < 26 else f"I{i}", p, rows) for i, (p, rows) in enumerate(loaded)]
 
 
@@ -72,24 +71,43 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _metrics_for(sides: list[dict[str, Any]], wanted: Sequence[str] | None, all_metrics: bool) -> list[str]:
+def _metrics_for(sides: list[Row], wanted: Sequence[str] | None, all_metrics: bool,
+                 preferred: Sequence[str] = ()) -> list[str]:  # fmt: skip
     from bench.regress import is_meta
 
     present: list[str] = []
     for r in sides:
-        for k, m in r.get("metrics", {}).items():
-            if k not in present and isinstance(m, dict) and _numeric(m.get("value")) and not is_meta(k):
+        for k, m in r.metrics.items():
+            if k not in present and _numeric(m.value) and not is_meta(k):
                 present.append(k)
     if wanted:
         return [m for m in wanted if m in present]
     if all_metrics:
         return present
-    chosen = [m for m in DEFAULT_METRICS if m in present]
+    chosen = [m for m in list(dict.fromkeys([*preferred, *CORE_NORMALISED])) if m in present]
     return chosen or present
 
 
+def preferred_metrics() -> dict[str, tuple[str, ...]]:
+    """Per installed plugin: its table metrics, then its normalised ones (what compare shows by default)."""
+    from bench.discovery import discover
+
+    return {n: tuple(dict.fromkeys([*f.plugin.table_metrics, *f.plugin.normalised]))
+            for n, f in discover().items() if f.plugin}  # fmt: skip
+
+
+def normalised_names() -> list[str]:
+    from bench.discovery import discover
+
+    names = list(CORE_NORMALISED)
+    for f in discover().values():
+        names += [m for m in (f.plugin.normalised if f.plugin else ()) if m not in names]
+    return names
+
+
 def build(inputs: list[Input], metrics: Sequence[str] | None = None, all_metrics: bool = False,
-          plugin: str | None = None, long_headers: bool = False) -> list[tuple[str, list[str], list[list[str]], dict[str, Any]]]:  # fmt: skip
+          plugin: str | None = None, long_headers: bool = False,
+          preferred: dict[str, tuple[str, ...]] | None = None) -> list[tuple[str, list[str], list[list[str]], dict[str, Any]]]:  # fmt: skip
     """Tables, one per (plugin, kind): (caption, header, body, info). Input columns are headed
     A, B, ... (the legend above the tables names each), or 'A: <device> <run id>' with long_headers."""
     from bench.regress import GateConfig, compare_samples, direction, group, is_timing_name
@@ -102,19 +120,19 @@ def build(inputs: list[Input], metrics: Sequence[str] | None = None, all_metrics
     groups: dict[tuple[str, str], list[str]] = {}
     for k in order:
         r = next(g[k].row for g in idx if k in g)
-        if plugin and r["plugin"] != plugin:
+        if plugin and r.plugin != plugin:
             continue
-        groups.setdefault((r["plugin"], r.get("kind", "case")), []).append(k)
+        groups.setdefault((r.plugin, r.kind), []).append(k)
     cfg = GateConfig()
     out = []
     for (plug, kind), keys in groups.items():
         reps = [next(g[k].row for g in idx if k in g) for k in keys]
-        pkeys = list(dict.fromkeys(p for r in reps for p in r.get("params", {})))
-        varying = [p for p in pkeys if len({json.dumps(r.get("params", {}).get(p), sort_keys=True) for r in reps}) > 1]
-        const = {p: reps[0]["params"].get(p) for p in pkeys if p not in varying}
-        lkeys = list(dict.fromkeys(lk for r in reps for lk in r.get("labels", {})))
+        pkeys = list(dict.fromkeys(p for r in reps for p in r.params))
+        varying = [p for p in pkeys if len({json.dumps(r.params.get(p), sort_keys=True, default=str) for r in reps}) > 1]
+        const = {p: reps[0].params.get(p) for p in pkeys if p not in varying}
+        lkeys = list(dict.fromkeys(lk for r in reps for lk in r.labels))
         all_rows = [g[k].row for k in keys for g in idx if k in g]
-        mnames = _metrics_for(all_rows, metrics, all_metrics)
+        mnames = _metrics_for(all_rows, metrics, all_metrics, (preferred or {}).get(plug, ()))
         header = varying + lkeys + ["metric [unit]"]
         for i, inp in enumerate(inputs):
             header.append(f"{inp.name}: {inp.label}" if long_headers else inp.name)
@@ -127,27 +145,27 @@ def build(inputs: list[Input], metrics: Sequence[str] | None = None, all_metrics
             have = [k in g for g in idx]
             only = "" if all(have) else ",".join(inp.name for inp, h in zip(inputs, have) if h)
             one_sided += bool(only)
-            case = [fmt_value(rep.get("params", {}).get(p)) for p in varying]
-            case += [fmt_value(rep.get("labels", {}).get(lk)) for lk in lkeys]
+            case = [fmt_value(rep.params.get(p)) for p in varying]
+            case += [fmt_value(rep.labels.get(lk)) for lk in lkeys]
             sides = [g[k] if k in g else None for g in idx]
-            names = [m for m in mnames if any(s and m in s.row.get("metrics", {}) for s in sides)]
+            names = [m for m in mnames if any(s and m in s.row.metrics for s in sides)]
             if not names:  # a row without the selected metrics (a failed case): show its status
                 line = case + ["status"]
                 for i, s in enumerate(sides):
-                    line.append(s.row["status"] if s else "-")
+                    line.append(s.row.status if s else "-")
                     if i:
                         line.append("")
                 body.append(line + [only])
                 continue
             for m in names:
-                ref = sides[0].row.get("metrics", {}).get(m) if sides[0] else None
-                unit = next((s.row["metrics"][m].get("unit", "") for s in sides if s and m in s.row.get("metrics", {})), "")
+                ref = sides[0].row.metrics.get(m) if sides[0] else None
+                unit = next((s.row.metrics[m].unit for s in sides if s and m in s.row.metrics), "")
                 line = case + [f"{m} [{unit}]" if unit and len(unit) <= 24 else m]
-                a_val = ref.get("value") if ref else None
+                a_val = ref.value if ref else None
                 for i, s in enumerate(sides):
-                    mm = s.row.get("metrics", {}).get(m) if s else None
-                    v = mm.get("value") if mm else None
-                    line.append(fmt_value(v) if s and s.row["status"] == "ok" else (s.row["status"] if s else "-"))
+                    mm = s.row.metrics.get(m) if s else None
+                    v = mm.value if mm else None
+                    line.append(fmt_value(v) if s and s.row.ok else (s.row.status if s else "-"))
                     if i:
                         ratio = ""
                         if _numeric(v) and _numeric(a_val) and a_val:
@@ -172,7 +190,7 @@ def machine_note(inputs: list[Input]) -> str:
                 "`bench regress --baseline A --current B` gates the differences")  # fmt: skip
     return ("DIFFERENT MACHINES (" + "; ".join(f"{inp.name}: {', '.join(sorted(map(str, m)))}" for inp, m in zip(inputs, ids))
             + "): timing differences are a comparison across machines, not a regression. "
-            "Compare across devices with the normalised columns: " + ", ".join(NORMALISED) + ".")  # fmt: skip
+            "Compare across devices with the normalised columns: " + ", ".join(normalised_names()) + ".")  # fmt: skip
 
 
 def render(inputs: list[Input], fmt: str = "terminal", metrics: Sequence[str] | None = None,
@@ -186,9 +204,9 @@ def render(inputs: list[Input], fmt: str = "terminal", metrics: Sequence[str] | 
                          f"{', '.join(sorted(map(str, inp.machines)))})")  # fmt: skip
         parts.append(machine_note(inputs))
         parts.append("marks on timing ratios (raw samples, Mann-Whitney + min effect): + worse, - better, ~ within noise, ? undecided\n")
-    tables = build(inputs, metrics, all_metrics, plugin, long_headers=fmt == "csv")
+    tables = build(inputs, metrics, all_metrics, plugin, long_headers=fmt == "csv", preferred=preferred_metrics())
     if not tables:
-        raise click.UsageError("no rows to compare" + (f" for plugin {plugin!r}" if plugin else ""))
+        raise UsageError("no rows to compare" + (f" for plugin {plugin!r}" if plugin else ""))
     for cap, header, body, info in tables:
         const = ", ".join(f"{k}={fmt_value(v)}" for k, v in info["const"].items())
         caption = cap + (f" | fixed: {const}" if const else "")
@@ -236,13 +254,13 @@ def command(inputs: tuple[Path, ...], fmt: str, metrics: str | None, all_metrics
     ins = load_inputs(inputs)
     for inp in ins:
         if not inp.rows:
-            raise click.UsageError(f"{inp.path}: no rows")
+            raise UsageError(f"{inp.path}: no rows")
     if export_to is not None:
         for m in export(ins, export_to):
             click.echo(m, err=True)
         if len(ins) < 2:
             return
     elif len(ins) < 2:
-        raise click.UsageError("compare needs two or more inputs (or one folder holding several runs)")
+        raise UsageError("compare needs two or more inputs (or one folder holding several runs)")
     sel = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     click.echo(render(ins, fmt, sel, all_metrics, plugin))

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -54,34 +56,37 @@ class Context:
     def throughput(self, flops: float, seconds: float, dtype: Any, with_matmul: bool = True) -> dict[str, Metric]:
         return _flops.throughput_metrics(flops, seconds, dtype, self.device, with_matmul=with_matmul)
 
-    def sync(self) -> None:
+    # --- budgets -----------------------------------------------------------------------------
+    def afford(self, build: Callable[[int], Callable[[], Any]], sizes: Sequence[int], budget_s: float, *,
+               exponent: float = 3.0, calls: int = 12, what: str = "the kernel") -> tuple[int, str]:  # fmt: skip
+        """Probe a kernel whose speed depends on the machine (fp8 on a CPU, an emulated dtype, a
+        fallback path): time one call at the smallest size (after one warm-up call), extrapolate as
+        size^exponent, and return the largest size whose measurement (~`calls` calls) fits budget_s,
+        with a note of what was measured. raise Skip when even the smallest size does not fit."""
+        from bench.contract import Skip
+
+        n0 = min(sizes)
+        fn = build(n0)
+        t0 = time.perf_counter()
+        fn()
+        self._sync()
+        first = time.perf_counter() - t0
+        if first * calls > budget_s:
+            raise Skip(f"{what}: one call at size {n0} took {first:.3g} s (first call); ~{calls} calls would "
+                       f"need {first * calls:.3g} s, over the budget of {budget_s:g} s")  # fmt: skip
+        t0 = time.perf_counter()
+        fn()
+        self._sync()
+        one = max(time.perf_counter() - t0, 1e-9)
+        fits = [n for n in sizes if one * (n / n0) ** exponent * calls <= budget_s]
+        if not fits:
+            raise Skip(f"{what}: one call at size {n0} took {one:.3g} s; ~{calls} calls would need "
+                       f"{one * calls:.3g} s, over the budget of {budget_s:g} s")  # fmt: skip
+        n = max(fits)
+        note = (f"{what}: probed one call at size {n0}: {one * 1e3:.3g} ms; budget {budget_s:g} s -> size {n}"
+                + (f" (capped from {max(sizes)})" if n < max(sizes) else ""))  # fmt: skip
+        return n, note
+
+    def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def timing_metrics(t: _timing.Timing, prefix: str = "time") -> tuple[dict[str, Metric], dict[str, list[float]]]:
-    """Standard metrics and raw samples for one Timing: median in ms, CI, noise, stop reason."""
-    m = {
-        f"{prefix}_ms": Metric(t.median_s * 1e3, "ms"),
-        f"{prefix}_ci95_pct": Metric(100 * t.rel_ci, "% of median (95% CI half-width)"),
-        f"{prefix}_noise_pct": Metric(100 * t.noise_iqr if t.noise_iqr == t.noise_iqr else None, "% of median (IQR)"),
-        f"{prefix}_samples": Metric(len(t.samples_s), "count"),
-        f"{prefix}_stop": Metric(t.stop_reason, ""),
-        "threads": Metric(t.threads, "threads"),
-    }
-    return m, {f"{prefix}_s": t.samples_s}
-
-
-def memory_metrics(rep: _memory.MemoryReport, prefix: str = "peak") -> dict[str, Metric]:
-    """Peak and its breakdown in MiB (bytes / 2**20), with the method in the unit."""
-    mib = 2**20
-    out = {f"{prefix}_mib": Metric(rep.peak_bytes / mib, f"MiB ({rep.method})")}
-    for c, v in rep.at_peak.items():
-        if v:
-            out[f"{prefix}_{c}_mib"] = Metric(v / mib, f"MiB at peak ({rep.method})")
-    if rep.cuda_max_allocated is not None:
-        out["cuda_max_allocated_mib"] = Metric(rep.cuda_max_allocated / mib, "MiB (torch.cuda.max_memory_allocated)")
-        out["cuda_max_reserved_mib"] = Metric((rep.cuda_max_reserved or 0) / mib, "MiB (torch.cuda.max_memory_reserved)")
-    if rep.nvml_used is not None:
-        out["nvml_used_mib"] = Metric(rep.nvml_used / mib, "MiB (NVML device used, incl. context/other processes)")
-    return out

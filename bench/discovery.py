@@ -3,22 +3,27 @@
 Any installed distribution that declares
     [project.entry-points."bench.plugins"]
     myname = "mypkg.module:MyPlugin"
-appears in `bench list` with no edit to the core.
+appears in `bench list` with no edit to the core. Each plugin is checked against the contract
+(bench.contract.plugin_problem: a frozen Params dataclass, no flag that a `bench run` option
+would swallow, well-formed claims whose evidence metric is declared); a plugin that fails to
+import or breaks the contract is kept as one line with the reason and never breaks the others.
+Two installed plugins with one name, or two plugins declaring one claim id, is an error naming both.
 """
+
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
-from bench.contract import Plugin
-from bench.params import UsageError
+from bench.contract import Claim, Plugin, plugin_problem
+from bench.errors import UsageError
 
 GROUP = "bench.plugins"
 
 
-class DiscoveryError(Exception):
-    """Installed plugins conflict (two with one name)."""
+class DiscoveryError(UsageError):
+    """Installed plugins conflict (two with one name, one claim id declared twice): exit 2."""
 
 
 @dataclass
@@ -30,35 +35,55 @@ class Found:
     load_error: str | None
 
 
-def discover() -> dict[str, Found]:
-    """Load every declared plugin. A plugin that fails to import is kept with its error.
+def _dist(ep: EntryPoint) -> str:
+    return getattr(getattr(ep, "dist", None), "name", None) or "?"
 
-    Two entry points with one name is an error naming both, not a silent override.
-    """
-    found: dict[str, Found] = {}
+
+def _load(ep: EntryPoint) -> Found:
+    try:
+        cls = ep.load()
+        plugin = cls()
+    except Exception as e:  # a broken third-party plugin must not break `bench list`
+        return Found(ep.name, ep.value, _dist(ep), None, f"{type(e).__name__}: {e}")
+    if not isinstance(plugin, Plugin):
+        return Found(ep.name, ep.value, _dist(ep), None, "not a bench.contract.Plugin")
+    declared = getattr(plugin, "name", "")
+    if declared != ep.name:
+        return Found(ep.name, ep.value, _dist(ep), None, f"entry point {ep.name!r} loads a plugin named {declared!r}")
+    try:
+        why = plugin_problem(plugin)
+    except Exception as e:
+        why = f"contract check failed: {type(e).__name__}: {e}"
+    if why:
+        return Found(ep.name, ep.value, _dist(ep), None, f"breaks the plugin contract: {why}")
+    return Found(ep.name, ep.value, _dist(ep), plugin, None)
+
+
+def _conflict(name: str, a: EntryPoint, b: EntryPoint) -> DiscoveryError:
+    return DiscoveryError(
+        f"two plugins are named {name!r}: {a.value} (from {_dist(a)}) and {b.value} (from {_dist(b)}); "
+        "uninstall or rename one"
+    )
+
+
+def discover() -> dict[str, Found]:
+    """Load every declared plugin, sorted by name."""
+    eps: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
-        dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
-        plugin: Plugin | None = None
-        err: str | None = None
-        try:
-            cls = ep.load()
-            plugin = cls()
-            declared = getattr(plugin, "name", "")
-            if declared and declared != ep.name:
-                err = f"entry point {ep.name!r} loads a plugin named {declared!r}"
-                plugin = None
-        except Exception as e:  # a broken third-party plugin must not break `bench list`
-            err = f"{type(e).__name__}: {e}"
-        if ep.name in found:
-            prev = found[ep.name]
-            if prev.target == ep.value:
+        prev = eps.get(ep.name)
+        if prev is not None:
+            if prev.value == ep.value:
                 continue  # the same distribution seen twice on sys.path
-            raise DiscoveryError(
-                f"two plugins are named {ep.name!r}: {prev.target} (from {prev.dist}) "
-                f"and {ep.value} (from {dist}); uninstall or rename one"
-            )
-        found[ep.name] = Found(ep.name, ep.value, dist, plugin, err)
-    return dict(sorted(found.items()))
+            raise _conflict(ep.name, prev, ep)
+        eps[ep.name] = ep
+    found = {name: _load(ep) for name, ep in sorted(eps.items())}
+    owner: dict[str, str] = {}
+    for f in found.values():
+        for c in f.plugin.claims if f.plugin else ():
+            if c.id in owner:
+                raise DiscoveryError(f"claim {c.id!r} is declared by two plugins: {owner[c.id]} and {f.name}")
+            owner[c.id] = f.name
+    return found
 
 
 def _load_one(name: str) -> dict[str, Found]:
@@ -67,17 +92,10 @@ def _load_one(name: str) -> dict[str, Found]:
     targets = {ep.value: ep for ep in eps}
     if len(targets) > 1:
         a, b = list(targets.values())[:2]
-        raise DiscoveryError(
-            f"two plugins are named {name!r}: {a.value} (from {getattr(a.dist, 'name', '?')}) "
-            f"and {b.value} (from {getattr(b.dist, 'name', '?')}); uninstall or rename one"
-        )
+        raise _conflict(name, a, b)
     if not eps:
         return discover()  # unknown: the full list gives the closest names
-    ep = eps[0]
-    try:
-        return {name: Found(name, ep.value, getattr(ep.dist, "name", "?"), ep.load()(), None)}
-    except Exception as e:
-        return {name: Found(name, ep.value, getattr(ep.dist, "name", "?"), None, f"{type(e).__name__}: {e}")}
+    return {name: _load(eps[0])}
 
 
 def get_plugin(name: str, found: dict[str, Found] | None = None) -> Plugin:
@@ -86,9 +104,13 @@ def get_plugin(name: str, found: dict[str, Found] | None = None) -> Plugin:
     if f is None:
         close = difflib.get_close_matches(name, list(found), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(
-            f"unknown plugin {name!r}{hint} (installed: {', '.join(found) or 'none'})"
-        )
+        raise UsageError(f"unknown plugin {name!r}{hint} (installed: {', '.join(found) or 'none'})")
     if f.plugin is None:
-        raise UsageError(f"plugin {name!r} ({f.target}) failed to load: {f.load_error}")
+        raise UsageError(f"plugin {name!r} ({f.target}) cannot be used: {f.load_error}")
     return f.plugin
+
+
+def all_claims(found: dict[str, Found] | None = None) -> list[tuple[str, Claim]]:
+    """(owning plugin, claim) of every usable installed plugin, in plugin order then declaration order."""
+    found = discover() if found is None else found
+    return [(f.name, c) for f in found.values() if f.plugin for c in f.plugin.claims]

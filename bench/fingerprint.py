@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("bench", "torch", "numpy", "pandas", "click", "tabulate", "bitsandbytes", "torchao", "nvidia-ml-py", "pytest-benchmark")
+PACKAGES = ("llm-blocks-bench", "torch", "numpy", "pandas", "click", "tabulate", "bitsandbytes", "torchao", "nvidia-ml-py", "pytest-benchmark")
 REPO = Path(__file__).resolve().parent.parent
 
 

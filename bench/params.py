@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import itertools
 import typing
 from typing import Any
 
 from bench.contract import Plugin, choices_of, help_of, params_fields
+from bench.errors import UsageError
 
-
-class UsageError(Exception):
-    """A user mistake: printed as one clear message, exit code 2."""
+__all__ = ["UsageError", "flag_name", "parse_value", "parse_flags", "make_params", "expand_grid", "describe_params"]
 
 
 def flag_name(field_name: str) -> str:
@@ -49,12 +49,14 @@ def parse_value(plugin: Plugin, f: dataclasses.Field, text: str) -> Any:
             v = int(fv)
         elif t is float:
             v = float(text)
+            if not math.isfinite(v):  # nan/inf would switch limits off or poison every figure
+                raise ValueError
         else:
             v = text
     except ValueError:
         hint = f"; allowed: {', '.join(map(str, allowed))}" if allowed else ""
         raise UsageError(
-            f"{flag_name(f.name)}: {text!r} is not a valid {t.__name__}{hint}"
+            f"{flag_name(f.name)}: {text!r} is not a valid {'finite number' if t is float else t.__name__}{hint}"
         ) from None
     if allowed is not None and v not in allowed:
         raise UsageError(
@@ -93,6 +95,8 @@ def parse_flags(plugin: Plugin, args: list[str]) -> dict[str, list[Any]]:
             else:
                 i += 1
                 val = args[i]
+        if f.name in out:
+            raise UsageError(f"{name} given twice; give several values as one list: {name} A,B")
         parts = [p for p in val.split(",") if p.strip() != ""]
         if not parts:
             raise UsageError(f"{name} needs a value")

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
 from bisect import bisect_left, bisect_right
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from bench.results import SCHEMA, ResultsError, read_rows, read_text, resolve
+from bench.rows import Row
 
 FOREIGN_PLUGIN = "pytest-benchmark"
 
@@ -117,9 +118,9 @@ def _pb_version() -> str:
         return "5.2.3"
 
 
-def to_pytest_benchmark(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+def to_pytest_benchmark(rows: Iterable[Row]) -> tuple[dict[str, Any], int]:
     """One pytest-benchmark run document for rows of one run/machine; returns (doc, rows left out)."""
-    rows = list(rows)
+    rows = [r.to_json() for r in rows]
     benches = []
     skipped = 0
     fp: dict[str, Any] = {}
@@ -158,7 +159,7 @@ def to_pytest_benchmark(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any],
     return doc, skipped
 
 
-def write_pytest_benchmark(rows: Iterable[dict[str, Any]], path: str | Path) -> tuple[int, int]:
+def write_pytest_benchmark(rows: Iterable[Row], path: str | Path) -> tuple[int, int]:
     """Write rows as a pytest-benchmark file; returns (benchmarks written, rows left out)."""
     doc, skipped = to_pytest_benchmark(rows)
     path = Path(path)
@@ -180,7 +181,7 @@ def _foreign_machine(mi: dict[str, Any]) -> dict[str, Any]:
             "python": mi.get("python_version"), "source": "pytest-benchmark machine_info"}  # fmt: skip
 
 
-def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[dict[str, Any]]:
+def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[Row]:
     """Rows of a pytest-benchmark run document (ours round-trip exactly; foreign ones convert)."""
     mi = doc.get("machine_info") or {}
     fp = mi.get("bench_fingerprint") or _foreign_machine(mi)
@@ -216,16 +217,14 @@ def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[dict[str,
             "samples": {"time_s": data} if data else {}, "notes": [], "evidence": {},
             "started_at": doc.get("datetime", ""), "duration_s": st.get("total"), "fingerprint": fp,
         })  # fmt: skip
-    for r in out:
-        r["_file"] = path
-    return out
+    return [Row.from_json(r, f"{path}: benchmark {i}: ", path) for i, r in enumerate(out, 1)]
 
 
 def looks_like_pytest_benchmark(doc: Any) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and "machine_info" in doc
 
 
-def read_any(path: str | Path) -> list[dict[str, Any]]:
+def read_any(path: str | Path) -> list[Row]:
     """One file: bench JSON lines, or a pytest-benchmark JSON document."""
     path = Path(path)
     text = read_text(path, "bench JSON lines or a pytest-benchmark JSON file")
@@ -239,9 +238,9 @@ def read_any(path: str | Path) -> list[dict[str, Any]]:
     return read_rows(path, text)  # read once
 
 
-def load_any(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+def load_any(paths: Iterable[str | Path]) -> list[Row]:
     """Files and folders (a folder: its *.jsonl, and *.json pytest-benchmark files) -> rows."""
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():

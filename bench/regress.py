@@ -1,7 +1,7 @@
 """`bench regress`: a regression gate for CI that does not cry wolf.
 
 Rows of the baseline and current results match on plugin + params + labels + kind
-(bench.results.row_key). Each metric gets a direction and a kind:
+(Row.key). Each metric gets a direction and a kind:
 
   deterministic  (metric "deterministic": true -- bytes, FLOP counts, fixed-seed losses):
                  equal or not, exactly for integers and within rel 1e-6 for floats
@@ -40,10 +40,13 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import click
 
+from bench.errors import HarnessError
+from bench.rows import Metric, Row
 from bench.stats import iqr_rel, mann_whitney_p, median, median_ci
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_AMBIGUOUS, EXIT_HARNESS = 0, 1, 2, 3
@@ -53,8 +56,8 @@ META_SUFFIXES = ("_ci95_pct", "_noise_pct", "_samples", "_stop")
 META_NAMES = ("threads",)
 
 
-class GateError(Exception):
-    """A harness error: exit 3."""
+class GateError(HarnessError):
+    """The gate cannot compare (no rows, nothing matches, a rerun that fails): exit 3."""
 
 
 @dataclass
@@ -80,10 +83,9 @@ _LOWER = re.compile(r"(noise|ci95|error|err$|loss|latency|perplexity|_ms$|_us$|_
 _PCT = re.compile(r"(pct|percent|util)")
 
 
-def direction(name: str, m: dict[str, Any] | None = None) -> str | None:
+def direction(name: str, m: Metric | None = None) -> str | None:
     """'lower' or 'higher' is better, or None: the metric's own "better", else from its name/unit."""
-    m = m or {}
-    b = m.get("better")
+    b = m.better if m is not None else None
     if b in ("lower", "higher"):
         return b
     n = name.lower()
@@ -93,7 +95,7 @@ def direction(name: str, m: dict[str, Any] | None = None) -> str | None:
         return "lower"
     if _PCT.search(n):  # pct_matmul, % of peak
         return "higher"
-    unit = str(m.get("unit", "")).lower()
+    unit = (m.unit if m is not None else "").lower()
     if "/s" in unit:
         return "higher"
     if unit.startswith(("ms", "s ", "us", "ns", "mib", "gib", "bytes", "byte")) or unit in ("s",):
@@ -101,9 +103,9 @@ def direction(name: str, m: dict[str, Any] | None = None) -> str | None:
     return None
 
 
-def samples_key(row: dict[str, Any], name: str) -> str | None:
+def samples_key(row: Row, name: str) -> str | None:
     """The raw-sample series behind a metric: time_ms <- samples["time_s"] (timing_metrics()), or same name."""
-    s = row.get("samples") or {}
+    s = row.samples
     cands = [name] + ([name[:-3] + "_s"] if name.endswith("_ms") else [])
     for c in cands:
         if s.get(c):
@@ -182,28 +184,26 @@ def compare_deterministic(name: str, a: Any, b: Any, cfg: GateConfig) -> tuple[b
 class Side:
     """All rows of one key in one input: the last row's values, every row's samples pooled."""
 
-    row: dict[str, Any]
-    rows: list[dict[str, Any]]
+    row: Row
+    rows: list[Row]
 
     def samples(self, name: str) -> list[float]:
         out: list[float] = []
         for r in self.rows:
             k = samples_key(r, name)
             if k:
-                out.extend(float(x) for x in r["samples"][k] if x is not None)
+                out.extend(float(x) for x in r.samples[k])
         return out
 
     @property
     def machine(self) -> str | None:
-        return (self.row.get("fingerprint") or {}).get("machine_id")
+        return self.row.machine_id
 
 
-def group(rows: Iterable[dict[str, Any]]) -> dict[str, Side]:
-    from bench.results import row_key
-
+def group(rows: Iterable[Row]) -> dict[str, Side]:
     out: dict[str, Side] = {}
     for r in rows:
-        k = row_key(r)
+        k = r.key
         if k in out:
             out[k].rows.append(r)
             out[k].row = r
@@ -212,10 +212,10 @@ def group(rows: Iterable[dict[str, Any]]) -> dict[str, Side]:
     return out
 
 
-def case_text(row: dict[str, Any]) -> str:
-    bits = [f"{k}={v}" for k, v in row.get("params", {}).items()]
-    bits += [f"{k}={v}" for k, v in row.get("labels", {}).items()]
-    return (" ".join(bits) or "-") + (" (summary)" if row.get("kind") == "summary" else "")
+def case_text(row: Row) -> str:
+    bits = [f"{k}={v}" for k, v in row.params.items()]
+    bits += [f"{k}={v}" for k, v in row.labels.items()]
+    return (" ".join(bits) or "-") + (" (summary)" if row.kind == "summary" else "")
 
 
 @dataclass
@@ -255,7 +255,7 @@ class GateReport:
         return [i for i in self.items if i.outcome == outcome]
 
 
-Rerun = Callable[[dict[str, Any]], list[dict[str, Any]]]  # a baseline/current row -> fresh rows of its case
+Rerun = Callable[[Row], list[Row]]  # a baseline/current row -> fresh rows of its case
 
 
 def _want(name: str, kind: str, cfg: GateConfig) -> bool:
@@ -264,7 +264,7 @@ def _want(name: str, kind: str, cfg: GateConfig) -> bool:
     return cfg.only == "all" or cfg.only == kind
 
 
-def evaluate(base_rows: list[dict[str, Any]], cur_rows: list[dict[str, Any]], cfg: GateConfig | None = None,
+def evaluate(base_rows: list[Row], cur_rows: list[Row], cfg: GateConfig | None = None,
              rerun: Rerun | None = None, rerun_why: str = "") -> GateReport:  # fmt: skip
     """Compare two result sets; rerun (when given) confirms slowdowns. Returns every verdict and the exit code."""
     cfg = cfg or GateConfig()
@@ -289,7 +289,7 @@ def evaluate(base_rows: list[dict[str, Any]], cur_rows: list[dict[str, Any]], cf
     for k in B:
         b = B[k].row
         if k not in C:
-            items.append(Item(b["plugin"], case_text(b), "-", "presence", "missing",
+            items.append(Item(b.plugin, case_text(b), "-", "presence", "missing",
                               "pass" if cfg.allow_missing else "ambiguous", key=k,
                               note="in the baseline, not in the current results"))  # fmt: skip
             continue
@@ -297,7 +297,7 @@ def evaluate(base_rows: list[dict[str, Any]], cur_rows: list[dict[str, Any]], cf
     for k in C:
         if k not in B:
             c = C[k].row
-            items.append(Item(c["plugin"], case_text(c), "-", "presence", "new", "info", key=k, note="not in the baseline"))
+            items.append(Item(c.plugin, case_text(c), "-", "presence", "new", "info", key=k, note="not in the baseline"))
     if rerun_why == "" and rerun is None and cfg.confirm > 0:
         rerun_why = "no rerun available"
     _confirm(items, B, cfg, rerun, rerun_why, msgs)
@@ -316,37 +316,37 @@ def evaluate(base_rows: list[dict[str, Any]], cur_rows: list[dict[str, Any]], cf
 
 def _compare_row(k: str, sb: Side, sc: Side, cfg: GateConfig) -> list[Item]:
     b, c = sb.row, sc.row
-    base = dict(plugin=b["plugin"], case=case_text(b), key=k, params=b.get("params", {}), row_kind=b.get("kind", "case"),
-                profile=c.get("profile") or b.get("profile") or "")  # fmt: skip
-    if b["status"] != "ok":
-        if c["status"] == "ok":
-            return [Item(metric="-", kind="status", verdict="fixed", outcome="info", note=f"the baseline was {b['status']}; now ok", **base)]
+    base = dict(plugin=b.plugin, case=case_text(b), key=k, params=b.params, row_kind=b.kind,
+                profile=c.profile or b.profile or "")  # fmt: skip
+    if b.status != "ok":
+        if c.status == "ok":
+            return [Item(metric="-", kind="status", verdict="fixed", outcome="info", note=f"the baseline was {b.status}; now ok", **base)]
         return []
-    if c["status"] in FAIL_STATUSES:
-        return [Item(metric="-", kind="status", verdict="failed", outcome="regression", base="ok", cur=c["status"],
-                     note=f"the case now ends {c['status']}: {str(c.get('message', ''))[:160]}", **base)]  # fmt: skip
-    if c["status"] != "ok":
+    if c.status in FAIL_STATUSES:
+        return [Item(metric="-", kind="status", verdict="failed", outcome="regression", base="ok", cur=c.status,
+                     note=f"the case now ends {c.status}: {c.message[:160]}", **base)]  # fmt: skip
+    if c.status != "ok":
         return [Item(metric="-", kind="presence", verdict="missing", outcome="pass" if cfg.allow_missing else "ambiguous",
-                     note=f"current row is {c['status']}: {str(c.get('message', ''))[:160]}", **base)]  # fmt: skip
+                     note=f"current row is {c.status}: {c.message[:160]}", **base)]  # fmt: skip
     out = []
     same_machine = sb.machine == sc.machine
-    mb, mc = b.get("metrics", {}), c.get("metrics", {})
+    mb, mc = b.metrics, c.metrics
     for name in mb:
-        if is_meta(name) or not isinstance(mb[name], dict):
+        if is_meta(name):
             continue
         m_b, m_c = mb[name], mc.get(name)
-        det = bool(m_b.get("deterministic") or (m_c or {}).get("deterministic"))
+        det = bool(m_b.deterministic or (m_c is not None and m_c.deterministic))
         kind = "deterministic" if det else ("timing" if is_timing_name(name) else "info")
         if kind == "info" or not _want(name, kind, cfg):
             continue
         better = direction(name, m_b)
-        it = Item(metric=name, kind=kind, verdict="same", outcome="pass", unit=str(m_b.get("unit", "")), better=better,
-                  base=m_b.get("value"), **base)  # fmt: skip
+        it = Item(metric=name, kind=kind, verdict="same", outcome="pass", unit=m_b.unit, better=better,
+                  base=m_b.value, **base)  # fmt: skip
         if m_c is None:
             it.verdict, it.outcome, it.note = "missing", ("pass" if cfg.allow_missing else "ambiguous"), "metric absent in the current row"
             out.append(it)
             continue
-        it.cur = m_c.get("value")
+        it.cur = m_c.value
         if isinstance(it.base, (int, float)) and isinstance(it.cur, (int, float)) and not isinstance(it.base, bool) and it.base:
             it.ratio = it.cur / it.base
         if kind == "deterministic":
@@ -393,7 +393,7 @@ def _worse(better: str | None, a: Any, b: Any) -> bool | None:
     return b > a if better == "lower" else b < a
 
 
-def _scaled_median(xs: list[float], name: str, row: dict[str, Any], m: dict[str, Any]) -> float:
+def _scaled_median(xs: list[float], name: str, row: Row, m: Metric) -> float:
     """Median of the raw samples in the metric's unit (samples time_s -> metric time_ms: x 1e3)."""
     k = samples_key(row, name)
     scale = 1e3 if (k and k != name and name.endswith("_ms")) else 1.0
@@ -420,8 +420,6 @@ def _confirm(items: list[Item], B: dict[str, Side], cfg: GateConfig, rerun: Reru
     by_case: dict[str, list[Item]] = {}
     for i in slow:
         by_case.setdefault(json.dumps([i.plugin, i.params, i.row_kind], sort_keys=True, default=str), []).append(i)
-    from bench.results import row_key
-
     for case_items in by_case.values():
         pending = list(case_items)
         if pending[0].row_kind != "case" or pending[0].plugin == "pytest-benchmark":
@@ -435,9 +433,9 @@ def _confirm(items: list[Item], B: dict[str, Side], cfg: GateConfig, rerun: Reru
             still = []
             for i in pending:
                 side = got.get(i.key)
-                if side is None or side.row.get("status") != "ok":
+                if side is None or side.row.status != "ok":
                     i.verdict, i.outcome = "unstable", "ambiguous"
-                    i.note += f"; the rerun gave no usable row ({side.row.get('status') if side else 'no matching row'})"
+                    i.note += f"; the rerun gave no usable row ({side.row.status if side else 'no matching row'})"
                     continue
                 if side.machine != B[i.key].machine:
                     i.outcome = "ambiguous"
@@ -481,7 +479,7 @@ def bench_rerun(template: str | None = None, workdir: Path | None = None,
     ({run_opts}: "--threads N" or nothing); it must append the case's rows to {out}.
     """
 
-    def run(row: dict[str, Any]) -> list[dict[str, Any]]:
+    def run(row: Row) -> list[Row]:
         own = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="bench-regress-")) if own else Path(workdir)  # type: ignore[arg-type]
         wd.mkdir(parents=True, exist_ok=True)
@@ -492,20 +490,20 @@ def bench_rerun(template: str | None = None, workdir: Path | None = None,
             if own:
                 shutil.rmtree(wd, ignore_errors=True)
 
-    def _run(row: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+    def _run(row: Row, out: Path) -> list[Row]:
         from bench.results import ResultsError, load_rows
 
-        flags = param_flags(row.get("params", {}))
-        profile = row.get("profile") or "quick"
-        th = (row.get("metrics", {}).get("threads") or {}).get("value")
+        flags = param_flags(row.params)
+        profile = row.profile or "quick"
+        th = row.value("threads")
         run_opts = ["--threads", str(th)] if isinstance(th, int) and not isinstance(th, bool) and th > 0 else []
         if template:
-            cmd: Any = template.format(python=shlex.quote(sys.executable), plugin=shlex.quote(row["plugin"]),
+            cmd: Any = template.format(python=shlex.quote(sys.executable), plugin=shlex.quote(row.plugin),
                                        flags=" ".join(shlex.quote(f) for f in flags), profile=shlex.quote(profile),
                                        run_opts=" ".join(run_opts), out=shlex.quote(str(out)))  # fmt: skip
             shell = True
         else:
-            cmd = [sys.executable, "-m", "bench.cli", "run", "--plugin", row["plugin"], *flags, "--profile", profile,
+            cmd = [sys.executable, "-m", "bench.cli", "run", "--plugin", row.plugin, *flags, "--profile", profile,
                    *run_opts, "--out", str(out), "--format", "none"]  # fmt: skip
             shell = False
         shown = cmd if isinstance(cmd, str) else " ".join(shlex.quote(c) for c in cmd)
@@ -518,9 +516,9 @@ def bench_rerun(template: str | None = None, workdir: Path | None = None,
         try:
             stdout, stderr = p.communicate(timeout=timeout)
         except BaseException as e:  # time limit or Ctrl-C: leave no case process behind
-            from bench.runner import kill_tree
+            from bench.supervise import kill_tree
 
-            kill_tree(p)
+            kill_tree(p.pid)
             if isinstance(e, subprocess.TimeoutExpired):
                 raise GateError(f"the confirming rerun passed its time limit of {timeout:g} s: {shown}") from None
             raise
@@ -588,9 +586,9 @@ def summary(rep: GateReport, base_desc: str, cur_desc: str) -> str:
     return "\n".join(lines)
 
 
-def describe(rows: list[dict[str, Any]], paths: Sequence[Path]) -> str:
-    fps = {(r.get("fingerprint") or {}).get("label", "?"): (r.get("fingerprint") or {}).get("machine_id") for r in rows}
-    runs = sorted({r["run_id"] for r in rows})
+def describe(rows: list[Row], paths: Sequence[Path]) -> str:
+    fps = {r.device: r.machine_id for r in rows}
+    runs = sorted({r.run_id for r in rows})
     return (", ".join(map(str, paths)) + f" ({len(rows)} rows; run {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}; "
             + ", ".join(f"{k} [machine {v}]" for k, v in fps.items()) + ")")  # fmt: skip
 

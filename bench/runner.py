@@ -1,12 +1,19 @@
-"""The parent side: run each case in its own process with a time limit, write rows as they finish.
+"""The parent side: run each case in its own process (tree) with a time limit, write rows as they finish.
 
 Faults become rows and the run goes on:
   oom      the child caught an allocator failure, or was SIGKILLed (the kernel's OOM killer)
-  error    the child raised, crashed, or a rank of a torchrun group failed (failing rank named)
+  error    the child raised or crashed, or a rank of a torchrun group failed (failing rank named)
   timeout  the case passed its time limit; its whole process tree is killed
-Ctrl-C (or SIGTERM) kills the case in flight and its whole process tree, keeps every finished
-row on disk, and returns 130.
+  skipped  the plugin said it cannot run here, or the run's deadline left no time to start it
+Ctrl-C (or SIGTERM) kills the case in flight and its whole process tree, keeps every finished row,
+summarizes the finished cases of the plugin in flight, and ends with 130. Every case runs under
+bench.supervise, which kills the case tree and removes its temporary folder if `bench run` itself
+dies (SIGHUP, SIGKILL).
+
+Cheap cases a plugin marks Launch(reuse=True) share one warm worker (no interpreter start-up each);
+their time limit still holds: a hung one costs its row and a new worker.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,15 +24,22 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import IO, Any
 
 from bench.contract import Launch, Plugin, Record
 from bench.fingerprint import fingerprint
-from bench.results import SCHEMA, append_rows
+from bench.launch import torchrun_command, worker_command
+from bench.results import append_rows
+from bench.rows import Row
+from bench.supervise import kill_tree
+
+MIN_CASE_S = 5.0  # a case is not started with less time than this left before the deadline
 
 
 @dataclass
@@ -38,15 +52,8 @@ class RunOptions:
     max_time_s: float = 2.0  # per timed measurement inside a case
     device: str = "auto"  # "auto" | "cpu"
     run_id: str = ""
-    progress: TextIO | None = field(default_factory=lambda: sys.stderr)
-
-
-@dataclass
-class CaseOutcome:
-    params: Any
-    rows: list[dict[str, Any]]
-    status: str
-    seconds: float
+    deadline: float | None = None  # time.time() by which every case must have ended (None: no deadline)
+    progress: IO[str] | None = field(default_factory=lambda: sys.stderr)
 
 
 def new_run_id() -> str:
@@ -58,125 +65,127 @@ def default_out(run_id: str, what: str) -> Path:
     return Path("results") / "runs" / f"{label}-{what}-{run_id}.jsonl"
 
 
-def artifacts_dir(out: Path) -> Path:
-    """Where plots and other files of a run go: beside the result file."""
-    return out.parent / f"{out.stem}_artifacts"
-
-
 def case_label(params: Any) -> str:
     return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items())
 
 
-# --- process tree handling ----------------------------------------------------------------
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+def threads_for(launch: Launch, opts: RunOptions) -> int:
+    return opts.threads or max(1, (os.cpu_count() or 1) // max(1, launch.nproc))
+
+
+def _env(threads: int, opts: RunOptions, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    # OMP_WAIT_POLICY is left to the user. Measured here (2 cores, quiet host): PASSIVE made a small
+    # GPT's training 1.95x slower (3.41 vs 1.75 s) and a 0.05 ms Linear 2x slower; it only pays off
+    # when other work oversubscribes the cores.
+    if opts.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    env.update(extra or {})
+    return env
+
+
+def _supervised(cmd: list[str], tdp: Path) -> list[str]:
+    return [sys.executable, "-m", "bench.supervise", "--dir", str(tdp), "--parent", str(os.getpid()), "--", *cmd]
+
+
+# --- the warm worker ------------------------------------------------------------------------------
+class WarmWorker:
+    """One interpreter that runs reuse=True cases one after another (bench.worker --serve)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-warm-{os.getpid()}-"))
+        self.log = open(self.dir / "worker.txt", "w+")
+        self.proc = subprocess.Popen(
+            _supervised(worker_command(None), self.dir), stdin=subprocess.PIPE, stdout=self.log,
+            stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True,
+        )  # fmt: skip
+
+    def submit(self, spec_path: Path) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{spec_path}\n")
+        self.proc.stdin.flush()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self, kill: bool = False) -> None:
         try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # field 4 (ppid) comes after the ")" that closes the command name
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
+            if kill:
+                kill_tree(self.proc.pid)
+            elif self.proc.stdin:
+                self.proc.stdin.close()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    kill_tree(self.proc.pid)
+        except (OSError, ValueError):
+            kill_tree(self.proc.pid)
+        self.proc.wait()
+        self.log.close()
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def descendants(pid: int) -> list[int]:
-    kids = _children_map()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for c in kids.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def kill_tree(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
-    """SIGTERM the child, its process group and every descendant; SIGKILL what remains."""
-    pids = [proc.pid] + descendants(proc.pid)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in pids:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        deadline = time.time() + (grace_s if sig == signal.SIGTERM else 5.0)
-        while time.time() < deadline:
-            if proc.poll() is not None and not any(_alive(p) for p in pids[1:]):
-                break
-            time.sleep(0.05)
-        pids = [p for p in pids if _alive(p)] + descendants(proc.pid)
-        if not pids and proc.poll() is not None:
-            break
-    proc.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-# --- one case -----------------------------------------------------------------------------
-def _command(launch: Launch, spec_path: Path) -> list[str]:
-    if launch.kind == "torchrun":
-        return [
-            sys.executable, "-m", "torch.distributed.run",
-            "--standalone", f"--nproc-per-node={launch.nproc}", "--max-restarts=0",
-            "-m", "bench.worker", str(spec_path),
-        ]  # fmt: skip
-    return [sys.executable, "-m", "bench.worker", str(spec_path)]
-
-
+# --- one case -------------------------------------------------------------------------------------
 def _root_cause(stderr: str) -> tuple[int | None, str]:
     """torchrun's failure summary -> (rank, "exitcode -9 (SIGKILL)") of the first observed failure."""
     part = stderr.split("Root Cause", 1)[1] if "Root Cause" in stderr else stderr
     m = re.search(r"rank\s*:\s*(\d+)\s*\(local_rank", part)
     e = re.search(r"exitcode\s*:\s*(-?\d+)[^\n]*?(\(SIG\w+\))?\s*$", part, re.M)
-    why = f"exitcode {e.group(1)}" + (f" {e.group(2)}" if e and e.group(2) else "") if e else ""
+    why = f"exitcode {e.group(1)}" + (f" {e.group(2)}" if e.group(2) else "") if e else ""
     return (int(m.group(1)) if m else None), why
 
 
-def run_case(plugin: Plugin, params: Any, opts: RunOptions, case_id: str) -> tuple[str, str, list[dict[str, Any]], dict[str, Any]]:
-    """Run one case in a fresh process (tree). Returns (status, message, records, extra labels)."""
+@dataclass
+class CaseResult:
+    status: str
+    message: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, Any] = field(default_factory=dict)  # e.g. the failing rank
+
+
+def _wait_file(path: Path, proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """Until path exists (True), the process ends (False) or timeout (TimeoutExpired)."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            return path.exists()
+        if time.monotonic() >= end:
+            raise subprocess.TimeoutExpired("case", timeout)
+        time.sleep(0.02)
+    return True
+
+
+def run_case(plugin: Plugin, params: Any, opts: RunOptions, case_id: str, warm: dict[str, WarmWorker] | None = None,
+             timeout: float | None = None) -> CaseResult:  # fmt: skip
+    """Run one case in its own process tree (or a warm worker). warm: the run's warm worker slot."""
     launch = plugin.launch(params)
-    timeout = opts.timeout_s or launch.timeout_s
-    with tempfile.TemporaryDirectory(prefix="bench-case-") as td:
+    timeout = timeout or opts.timeout_s or launch.timeout_s
+    threads = threads_for(launch, opts)
+    torchrun = launch.kind == "torchrun"
+    reuse = launch.reuse and not torchrun and warm is not None
+    with tempfile.TemporaryDirectory(prefix=f"bench-case-{os.getpid()}-") as td:
         tdp = Path(td)
-        threads = opts.threads or max(1, (os.cpu_count() or 1) // max(1, launch.nproc))
         spec = {
-            "plugin": plugin.name,
-            "params": dataclasses.asdict(params),
-            "profile": opts.profile,
-            "seed": opts.seed,
-            "threads": threads,
-            "max_time_s": opts.max_time_s,
-            "device": opts.device,
-            "out_dir": td,
-            "timeout_s": timeout,
-            "case_id": case_id,
-        }
+            "plugin": plugin.name, "params": dataclasses.asdict(params), "profile": opts.profile, "seed": opts.seed,
+            "threads": threads, "max_time_s": opts.max_time_s, "device": opts.device, "out_dir": td,
+            "timeout_s": timeout, "case_id": case_id,
+        }  # fmt: skip
         spec_path = tdp / "spec.json"
         spec_path.write_text(json.dumps(spec))
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-        # OMP_WAIT_POLICY is left to the user. Measured here (2 cores, quiet host): PASSIVE made a small
-        # GPT's training 1.95x slower (3.41 vs 1.75 s) and a 0.05 ms Linear 2x slower (threads sleep and
-        # wake per op); it only pays off when other work oversubscribes the cores.
-        if opts.device == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = ""
+        nranks = launch.nproc if torchrun else 1
+        if reuse:
+            assert warm is not None
+            return _run_warm(warm, spec_path, tdp, threads, opts, timeout)
+        if torchrun:
+            cmd, extra = torchrun_command(launch, spec_path)
+        else:
+            cmd, extra = worker_command(spec_path), {}
         errf = open(tdp / "stderr.txt", "w+")
         proc = subprocess.Popen(
-            _command(launch, spec_path), stdout=errf, stderr=subprocess.STDOUT, env=env,
+            _supervised(cmd, tdp), stdout=errf, stderr=subprocess.STDOUT, env=_env(threads, opts, extra),
             start_new_session=True,  # Ctrl-C reaches only the parent, which then kills the tree
         )  # fmt: skip
         timed_out = False
@@ -184,80 +193,123 @@ def run_case(plugin: Plugin, params: Any, opts: RunOptions, case_id: str) -> tup
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            kill_tree(proc)
+            kill_tree(proc.pid)
         except BaseException:
-            kill_tree(proc)
+            kill_tree(proc.pid)
             raise
         finally:
-            leftover = descendants(proc.pid) if proc.poll() is None else []
-            if leftover:
-                kill_tree(proc)
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+            proc.wait()
         errf.seek(0)
         stderr = errf.read()
         errf.close()
-        tail = "\n".join(stderr.strip().splitlines()[-15:])
-        rank_files = {int(p.stem[4:]): json.loads(p.read_text()) for p in tdp.glob("rank*.json")}
-        nranks = launch.nproc if launch.kind == "torchrun" else 1
-        if timed_out:
-            missing = [r for r in range(nranks) if r not in rank_files]
-            extra = {"failed_rank": missing[0]} if launch.kind == "torchrun" and missing else {}
-            return "timeout", f"exceeded the case time limit of {timeout:g} s; process tree killed" + (
-                f" (ranks without a result: {missing})" if launch.kind == "torchrun" else ""), [], extra
-        failed = {r: p for r, p in rank_files.items() if p["status"] != "ok"}
-        missing = [r for r in range(nranks) if r not in rank_files]
-        if launch.kind == "torchrun" and proc.returncode != 0 and missing:
-            # a rank died without writing a result (killed, segfault): it is the root cause;
-            # the others' errors (broken connections) are consequences
-            fr, why = _root_cause(stderr)
-            fr = fr if fr in missing else missing[0]
-            others = "; ".join(f"rank {r}: {p['message'][:200]}" for r, p in sorted(failed.items()))
-            return "error", f"rank {fr} died without a result ({why or 'no exit status'})" + (
-                f"; then {others}" if others else ""), [], {"failed_rank": fr}
-        if failed:
-            r = min(failed)
-            extra = {"failed_rank": r} if launch.kind == "torchrun" else {}
-            return failed[r]["status"], failed[r]["message"], [], extra
-        if proc.returncode != 0 or len(rank_files) < nranks:
-            rc = proc.returncode
-            if rc is not None and rc < 0 and -rc == signal.SIGKILL and launch.kind == "process":
-                return "oom", "killed by SIGKILL (most likely the kernel's OOM killer)", [], {}
-            extra = {}
-            if launch.kind == "torchrun":
-                fr, _ = _root_cause(stderr)
-                extra = {"failed_rank": fr if fr is not None else (missing[0] if missing else None)}
-            why = f"exit code {rc}" if rc is None or rc >= 0 else f"killed by signal {signal.Signals(-rc).name}"
-            return "error", f"case process failed ({why}): {tail[-800:]}", [], extra
-        records: list[dict[str, Any]] = []
-        for r in sorted(rank_files):
-            for rec in rank_files[r]["records"]:
-                if launch.kind == "torchrun":
-                    rec["labels"] = {"rank": r, **rec.get("labels", {})}
-                records.append(rec)
-        return "ok", "", records, {}
+        return _outcome(tdp, stderr, nranks, torchrun, timed_out, timeout)
 
 
-def make_row(plugin: Plugin, params: Any, opts: RunOptions, case_id: str, rec: dict[str, Any], *,
-             kind: str = "case", started: float, seconds: float) -> dict[str, Any]:  # fmt: skip
-    return {
-        "schema": SCHEMA,
-        "run_id": opts.run_id,
-        "case_id": case_id,
-        "plugin": plugin.name,
-        "plugin_version": getattr(plugin, "version", "1"),
-        "profile": opts.profile,
-        "kind": kind,
-        "params": dataclasses.asdict(params) if params is not None else {},
-        "labels": rec.get("labels", {}),
-        "status": rec.get("status", "ok"),
-        "message": rec.get("message", ""),
-        "metrics": rec.get("metrics", {}),
-        "samples": rec.get("samples", {}),
-        "notes": rec.get("notes", []),
-        "evidence": rec.get("evidence", {}),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-        "duration_s": round(seconds, 3),
-        "fingerprint": fingerprint(),
-    }
+def _run_warm(warm: dict[str, WarmWorker], spec_path: Path, tdp: Path, threads: int, opts: RunOptions,
+              timeout: float) -> CaseResult:  # fmt: skip
+    w = warm.get("w")
+    if w is None or not w.alive:
+        w = warm["w"] = WarmWorker(_env(threads, opts))
+    w.submit(spec_path)
+    try:
+        got = _wait_file(tdp / "rank0.json", w.proc, timeout)
+    except subprocess.TimeoutExpired:
+        w.close(kill=True)
+        del warm["w"]
+        return _outcome(tdp, _read(tdp / "stderr.txt"), 1, False, True, timeout)
+    except BaseException:
+        w.close(kill=True)
+        del warm["w"]
+        raise
+    if not got:  # the worker died with the case (a crash): the next case gets a new one
+        w.proc.wait()
+        (tdp / "exit.json").write_text(_read(w.dir / "exit.json") or "{}")
+        w.close(kill=True)
+        del warm["w"]
+    return _outcome(tdp, _read(tdp / "stderr.txt"), 1, False, False, timeout)
+
+
+def _read(p: Path) -> str:
+    try:
+        return p.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _outcome(tdp: Path, stderr: str, nranks: int, torchrun: bool, timed_out: bool, timeout: float) -> CaseResult:
+    tail = "\n".join(stderr.strip().splitlines()[-15:])
+    rank_files = {int(p.stem[4:]): json.loads(p.read_text()) for p in tdp.glob("rank*.json")}
+    try:
+        rc = json.loads(_read(tdp / "exit.json") or "{}").get("returncode")
+    except json.JSONDecodeError:
+        rc = None
+    missing = [r for r in range(nranks) if r not in rank_files]
+    if timed_out:
+        kept = [rec for r in sorted(rank_files) for rec in rank_files[r].get("records", [])]
+        extra = {"failed_rank": missing[0]} if torchrun and missing else {}
+        msg = f"exceeded the case time limit of {timeout:g} s; process tree killed"
+        if torchrun:
+            msg += f" (ranks without a result: {missing})"
+        return CaseResult("timeout", msg, kept if not torchrun else [], extra)
+    failed = {r: p for r, p in rank_files.items() if p["status"] not in ("ok", "skipped")}
+    if torchrun and missing and (rc not in (0, None) or failed):
+        # a rank died without writing a result (killed, segfault): it is the root cause;
+        # the others' errors (broken connections) are consequences
+        fr, why = _root_cause(stderr)
+        fr = fr if fr in missing else missing[0]
+        others = "; ".join(f"rank {r}: {p['message'][:200]}" for r, p in sorted(failed.items()))
+        msg = f"rank {fr} died without a result ({why or 'no exit status'})" + (f"; then {others}" if others else "")
+        return CaseResult("error", msg, [], {"failed_rank": fr})
+    if failed:
+        r = min(failed)
+        return CaseResult(failed[r]["status"], failed[r]["message"], [], {"failed_rank": r} if torchrun else {})
+    skipped = {r: p for r, p in rank_files.items() if p["status"] == "skipped"}
+    if skipped and len(rank_files) >= nranks:
+        return CaseResult("skipped", skipped[min(skipped)]["message"])
+    if len(rank_files) < nranks:
+        if rc is not None and rc < 0 and -rc == signal.SIGKILL and not torchrun:
+            return CaseResult("oom", "killed by SIGKILL (most likely the kernel's OOM killer)")
+        extra: dict[str, Any] = {}
+        if torchrun:
+            fr, _ = _root_cause(stderr)
+            extra = {"failed_rank": fr if fr is not None else (missing[0] if missing else None)}
+        why = f"exit code {rc}" if rc is None or rc >= 0 else f"killed by signal {signal.Signals(-rc).name}"
+        return CaseResult("error", f"case process failed ({why}): {tail[-800:]}", [], extra)
+    records: list[dict[str, Any]] = []
+    for r in sorted(rank_files):
+        for rec in rank_files[r]["records"]:
+            if torchrun:
+                rec["labels"] = {**rank_files[r].get("labels", {"rank": r}), **rec.get("labels", {})}
+            records.append(rec)
+    return CaseResult("ok", "", records)
+
+
+# --- rows -----------------------------------------------------------------------------------------
+def make_row(plugin: Plugin, params: Any, opts: RunOptions, case_id: str, rec: dict[str, Any], *, kind: str = "case",
+             started: float, seconds: float) -> Row:  # fmt: skip
+    from bench.rows import Evidence, Metric
+
+    return Row(
+        run_id=opts.run_id,
+        case_id=case_id,
+        plugin=plugin.name,
+        plugin_version=getattr(plugin, "version", "1"),
+        profile=opts.profile,
+        kind=kind,
+        params=dataclasses.asdict(params) if params is not None else {},
+        labels=rec.get("labels") or {},
+        status=rec.get("status", "ok"),
+        message=rec.get("message", ""),
+        metrics={k: Metric.from_json(m) for k, m in (rec.get("metrics") or {}).items()},
+        samples={k: [float(x) if x is not None else float("nan") for x in v] for k, v in (rec.get("samples") or {}).items()},
+        notes=list(rec.get("notes") or []),
+        evidence={k: Evidence.from_json(e) for k, e in (rec.get("evidence") or {}).items()},
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        duration_s=round(seconds, 3),
+        fingerprint=fingerprint(),
+    )
 
 
 class Interrupted(Exception):
@@ -270,13 +322,42 @@ def _fmt_elapsed(s: float) -> str:
     return f"{int(s // 60)}:{int(s % 60):02d}"
 
 
-def run_plugin(plugin: Plugin, cases: list[Any], opts: RunOptions,
-               on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Run every case of one plugin, then its summary. Rows are on disk as each case ends."""
+def summary_rows(plugin: Plugin, rows: list[Row], opts: RunOptions) -> list[Row]:
+    """The plugin's summary over its case rows (never raises: a broken analysis is an error row)."""
+    cases = [r for r in rows if r.is_case and r.plugin == plugin.name]
+    if not cases:
+        return []
+    try:
+        summary = plugin.summarize(cases)
+    except Exception as e:  # a broken analysis must not lose the measured rows
+        summary = [Record(status="error", message=f"summarize failed: {type(e).__name__}: {e}")]
+    now = time.time()
+    return [make_row(plugin, None, opts, f"{plugin.name}-summary", r.to_json(), kind="summary", started=now, seconds=0.0)
+            for r in summary]  # fmt: skip
+
+
+def _time_left(opts: RunOptions) -> float | None:
+    return None if opts.deadline is None else opts.deadline - time.time()
+
+
+def run_plugin(plugin: Plugin, cases: list[Any], opts: RunOptions, on_row: Callable[[Row], None] | None = None) -> list[Row]:
+    """Run every case of one plugin, then its summary. Rows are on disk as each case ends; an
+    interrupt still summarizes the cases that finished, then raises Interrupted."""
     assert opts.out is not None and opts.run_id
-    all_rows: list[dict[str, Any]] = []
+    all_rows: list[Row] = []
     t_run = time.time()
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _is_main_thread() else None
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    warm: dict[str, WarmWorker] = {}
+
+    def emit(rows: list[Row]) -> None:
+        append_rows(opts.out, rows)  # type: ignore[arg-type]
+        all_rows.extend(rows)
+        for r in rows:
+            if on_row:
+                on_row(r)
+
+    interrupted: Interrupted | None = None
     try:
         for i, params in enumerate(cases, 1):
             case_id = f"{plugin.name}-{i:03d}"
@@ -284,52 +365,49 @@ def run_plugin(plugin: Plugin, cases: list[Any], opts: RunOptions,
             if opts.progress:
                 print(f"[{i}/{len(cases)}] {plugin.name}: {case_label(params)} ...", file=opts.progress, flush=True)
             why = plugin.available(params)
+            left = _time_left(opts)
             if why:
-                recs = [{"status": "skipped", "message": why}]
+                res = CaseResult("skipped", why)
+            elif left is not None and left < MIN_CASE_S:
+                res = CaseResult("skipped", f"not started: the run's deadline left {max(left, 0):.0f} s (< {MIN_CASE_S:g} s)")
             else:
+                limit = opts.timeout_s or plugin.launch(params).timeout_s
+                if left is not None and left < limit:
+                    limit = left
                 try:
-                    status, msg, recs, extra = run_case(plugin, params, opts, case_id)
+                    res = run_case(plugin, params, opts, case_id, warm, timeout=limit)
                 except KeyboardInterrupt:
                     raise Interrupted(i - 1, len(cases)) from None
-                if status != "ok":
-                    recs = [{"status": status, "message": msg, "labels": extra}]
+                if res.status == "timeout" and left is not None and limit == left:
+                    res.message = f"cut by the run's deadline after {limit:.0f} s: " + res.message
             secs = time.time() - started
-            rows = [make_row(plugin, params, opts, case_id, r, started=started, seconds=secs) for r in recs]
-            append_rows(opts.out, rows)
-            all_rows.extend(rows)
-            if on_row:
-                for r in rows:
-                    on_row(r)
+            if res.status == "ok":
+                recs = res.records
+            else:
+                recs = [{"status": res.status, "message": res.message, "labels": res.labels}] + res.records
+            emit([make_row(plugin, params, opts, case_id, r, started=started, seconds=secs) for r in recs])
             if opts.progress:
-                st = rows[0]["status"] if rows else "ok"
-                note = f": {rows[0]['message'][:160]}" if rows and rows[0]["status"] != "ok" else ""
+                st = "ok" if res.status == "ok" else res.status
+                note = f": {res.message[:160]}" if res.status != "ok" else ""
                 print(f"      -> {st}{note} ({secs:.1f} s; elapsed {_fmt_elapsed(time.time() - t_run)}, "
                       f"{len(cases) - i} left)", file=opts.progress, flush=True)  # fmt: skip
-        # summaries may write plots beside the result file
-        os.environ["BENCH_ARTIFACTS_DIR"] = str(artifacts_dir(opts.out))
-        try:
-            summary = plugin.summarize(list(all_rows))
-        except Exception as e:  # a broken analysis must not lose the measured rows
-            summary = [Record(status="error", message=f"summarize failed: {type(e).__name__}: {e}")]
-        if summary:
-            rows = [make_row(plugin, None, opts, f"{plugin.name}-summary", r.to_json() if isinstance(r, Record) else r,
-                             kind="summary", started=time.time(), seconds=0.0) for r in summary]  # fmt: skip
-            append_rows(opts.out, rows)
-            all_rows.extend(rows)
-            if on_row:
-                for r in rows:
-                    on_row(r)
+    except Interrupted as e:
+        interrupted = e
+    except KeyboardInterrupt:
+        interrupted = Interrupted(len({r.case_id for r in all_rows}), len(cases))
     finally:
+        for w in warm.values():
+            w.close(kill=interrupted is not None)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+    # the summary of what finished, interrupted or not (claim evidence lives in summary rows)
+    summary = summary_rows(plugin, all_rows, opts)
+    if summary:
+        emit(summary)
+    if interrupted:
+        raise interrupted
     return all_rows
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _is_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -1,13 +1,21 @@
-"""The child side of a case: `python -m bench.worker SPEC.json` (directly or under torchrun).
+"""The child side of a case.
 
-Runs one plugin case in this fresh process and writes OUT_DIR/rank{R}.json:
-  {"status": ok|skipped|oom|error, "message": str, "records": [Record.to_json(), ...]}
-A failure is caught and written as a status (OOM recognised), never lost.
+  python -m bench.worker SPEC.json      one case in this fresh process (directly or under torchrun)
+  python -m bench.worker --serve        a warm worker: runs the cases whose spec paths arrive one per
+                                        line on stdin, in this one interpreter, until stdin closes
+
+Each case writes OUT_DIR/rank{R}.json (R: the global rank; atomically, so the parent never reads
+half a file):
+  {"status": ok|skipped|oom|error, "message": str, "records": [Record.to_json(), ...], "labels": {...}}
+A failure is caught and written as a status (an OOM recognised), never lost. Under torchrun the
+labels name the node (host and node rank), the rank and the local rank.
 """
+
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import traceback
 from datetime import timedelta
@@ -25,23 +33,37 @@ def is_oom(e: BaseException) -> bool:
 
 
 def _write(out_dir: Path, rank: int, payload: dict[str, Any]) -> None:
-    from bench.results import _clean
+    from bench.results import clean
 
     tmp = out_dir / f".rank{rank}.json.tmp"
-    tmp.write_text(json.dumps(_clean(payload)))
-    os.replace(tmp, out_dir / f"rank{rank}.json")  # atomic: the parent never reads half a file
+    tmp.write_text(json.dumps(clean(payload)))
+    os.replace(tmp, out_dir / f"rank{rank}.json")
 
 
-def main(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
+def rank_labels() -> dict[str, Any]:
+    """Who this process is in a torchrun group (empty for a plain process)."""
+    if "WORLD_SIZE" not in os.environ:
+        return {}
+    labels: dict[str, Any] = {"rank": int(os.environ.get("RANK", "0"))}
+    if int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1:  # several nodes: name this one
+        labels["node"] = int(os.environ.get("GROUP_RANK", "0"))
+        labels["host"] = socket.gethostname()
+        labels["local_rank"] = int(os.environ.get("LOCAL_RANK", "0"))
+    return labels
+
+
+def run_case(spec: dict[str, Any]) -> int:
+    """Run one case; write its rank file. Returns 0 when the case ended ok/skipped, 1 otherwise."""
     out_dir = Path(spec["out_dir"])
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    labels = rank_labels()
     try:
         import torch
 
         from bench.context import Context
+        from bench.contract import Skip
         from bench.discovery import get_plugin
         from bench.params import make_params
 
@@ -50,10 +72,12 @@ def main(spec_path: str) -> int:
         torch.manual_seed(int(spec.get("seed", 0)))
         plugin = get_plugin(spec["plugin"])
         params = make_params(plugin, spec["params"])
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() and spec.get("device", "auto") != "cpu" else "cpu")
+        use_cuda = torch.cuda.is_available() and spec.get("device", "auto") != "cpu"
+        device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        if "WORLD_SIZE" in os.environ:  # launched by torchrun: the core owns the process group
+        distributed = "WORLD_SIZE" in os.environ
+        if distributed:  # launched by torchrun: the core owns the process group
             import torch.distributed as dist
 
             dist.init_process_group(
@@ -69,10 +93,14 @@ def main(spec_path: str) -> int:
             workdir=out_dir,
             max_time_s=float(spec.get("max_time_s", 2.0)),
         )
-        records = plugin.run(params, ctx)
-        payload = {"status": "ok", "message": "", "records": [r.to_json() for r in records]}
+        try:
+            records = plugin.run(params, ctx)
+            payload: dict[str, Any] = {"status": "ok", "message": "", "records": [r.to_json() for r in records]}
+        except Skip as s:
+            payload = {"status": "skipped", "message": str(s), "records": []}
+        payload["labels"] = labels
         _write(out_dir, rank, payload)
-        if "WORLD_SIZE" in os.environ:
+        if distributed:
             import torch.distributed as dist
 
             if dist.is_initialized():
@@ -83,9 +111,49 @@ def main(spec_path: str) -> int:
             raise
         status = "oom" if is_oom(e) else "error"
         msg = f"{type(e).__name__}: {e}".strip()
-        _write(out_dir, rank, {"status": status, "message": msg[:2000], "traceback": traceback.format_exc()[-4000:], "records": []})
+        _write(out_dir, rank, {"status": status, "message": msg[:2000], "traceback": traceback.format_exc()[-4000:],
+                               "records": [], "labels": labels})  # fmt: skip
         return 1
 
 
+def _serve() -> int:
+    """Warm worker: one case per line of stdin (a spec path). Each case's own output goes to its
+    folder's stderr.txt (fd-level, so C libraries' output too)."""
+    import torch  # noqa: F401  -- paid once for every case this worker runs
+
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    for line in sys.stdin:
+        path = line.strip()
+        if not path:
+            continue
+        spec = json.loads(Path(path).read_text())
+        log = os.open(Path(spec["out_dir"]) / "stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        try:
+            run_case(spec)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(log)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    from bench.supervise import set_parent_death_signal
+
+    import signal
+
+    # a rank must not outlive its launcher (the torchrun agent or the supervisor), however it ends
+    set_parent_death_signal(signal.SIGKILL)
+    if argv[:1] == ["--serve"]:
+        return _serve()
+    return run_case(json.loads(Path(argv[0]).read_text()))
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

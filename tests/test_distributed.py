@@ -269,7 +269,7 @@ def test_formulas_reproduce_zero_figure1_and_torch_dtypes():
 
 def test_gpt_shape_for_a_parameter_count():
     from plugins.common.gpt import GPT, GPTConfig
-    from plugins.distributed_sim import gpt_param_count, gpt_shape_for
+    from plugins.distributed.sim import gpt_param_count, gpt_shape_for
 
     n_layer, d = gpt_shape_for(7.5e9, 128)
     assert abs(gpt_param_count(n_layer, d, 128) / 7.5e9 - 1) < 0.001 and 64 <= d / n_layer <= 160
@@ -282,7 +282,7 @@ def test_comm_counter_convention_under_a_fake_process_group():
     import torch.distributed as dist
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
-    from plugins.distributed_comm import CommCounter
+    from plugins.distributed.comm import CommCounter
 
     if dist.is_initialized():
         pytest.skip("a process group is already initialised in this process")

@@ -13,7 +13,7 @@ import torch
 
 from bench.context import Context
 from bench.results import load_rows
-from plugins import numerics as N
+from plugins.common import numerics as N
 from plugins import precision as P
 from tests.conftest import run_bench
 

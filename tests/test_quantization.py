@@ -14,7 +14,7 @@ import torch
 
 from bench.context import Context
 from bench.results import load_rows
-from plugins import numerics as N
+from plugins.common import numerics as N
 from plugins import quantization as Q
 from tests.conftest import run_bench
 

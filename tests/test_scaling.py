@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.fit import fit_power_law
-from plugins import scaling_fit as sf
+from plugins.scaling import fit as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from bench.results import metric_value  # noqa: F401  (precision and quantization take it from here)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -219,18 +218,3 @@ def linear_bytes(modules: Iterable["torch.nn.Module"]) -> LayerBytes:
                 kinds[r].add(str(leaf.dtype).replace("torch.", ""))
     out.kinds = {r: ",".join(sorted(v)) for r, v in kinds.items() if v}
     return out
-
-
-# --- the claims registry's own verdict, for display beside the evidence -------------------------
-def registry_verdict(claim_id: str, ev: Any) -> str | None:
-    """What `bench claims` will say about this evidence (bench/claims.json's check)."""
-    try:
-        from bench.claims import check_value, load_registry
-
-        claim = next(c for c in load_registry() if c["id"] == claim_id)
-        verdict, _ = check_value(claim["check"], ev.to_json())
-        return verdict
-    except Exception:  # the registry is the core's: the display must never break a summary
-        return None
-
-

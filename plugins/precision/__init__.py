@@ -35,8 +35,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from bench.contract import Evidence, Launch, Metric, Plugin, Record, param
-from plugins.numerics import (
+from bench.contract import Evidence, Launch, Metric, Plugin, Record, Row, Section, claim_record, param
+from plugins.precision.claims import CLAIMS
+from plugins.common.numerics import (
     FORMATS,
     PI6,
     PRESET_NAMES,
@@ -46,8 +47,6 @@ from plugins.numerics import (
     cast_value,
     exact_decimal,
     layout,
-    metric_value,
-    registry_verdict,
     rel_error,
     torch_dtype,
 )
@@ -144,6 +143,14 @@ class PrecisionPlugin(Plugin):
     description = "fp32/tf32/fp16/bf16/fp8: storage bytes, exact casts, matmul/block speed, training loss and memory"
     version = "1"
     Params = PrecisionParams
+    claims = CLAIMS
+    metrics = {
+        "bytes_per_param": "bytes per parameter of the stored model (numel x element_size / params)",
+        "value": "the exact decimal of 3.141592 stored in a format",
+        "max": "torch.finfo(format).max",
+        "bf16_vs_fp32_pct": "|final loss bf16 / fp32 - 1| in %, same model, text and seed",
+        "total_bytes_per_param": "peak bytes of one fp32 AdamW training step per parameter (MemTracker)",
+    }
     table_metrics = ("bytes_per_param", "value", "bits", "layout", "max", "time_ms", "tflops", "mfu", "rel_error",
                      "final_loss", "overflow_steps", "state_bytes_per_param", "total_bytes_per_param")  # fmt: skip
 
@@ -374,12 +381,12 @@ class PrecisionPlugin(Plugin):
         return out
 
     # --- across cases ---------------------------------------------------------------------------
-    def summarize(self, rows: list[dict[str, Any]]) -> list[Record]:
-        ok = [r for r in rows if r.get("kind", "case") == "case" and r.get("status") == "ok"]
+    def summarize(self, rows: list[Row]) -> list[Record]:
+        ok = [r for r in rows if r.kind == "case" and r.status == "ok"]
 
-        def pick(what: str, **labels: Any) -> list[dict[str, Any]]:
-            return [r for r in ok if r["params"].get("what") == what
-                    and all(r.get("labels", {}).get(k) == v for k, v in labels.items())]  # fmt: skip
+        def pick(what: str, **labels: Any) -> list[Row]:
+            return [r for r in ok if r.params.get("what") == what
+                    and all(r.labels.get(k) == v for k, v in labels.items())]  # fmt: skip
 
         out: list[Record] = []
         out += _storage_claims(pick("storage"))
@@ -388,11 +395,16 @@ class PrecisionPlugin(Plugin):
         out += _trainmem_claims(pick("trainmem", format="fp32", optim="adamw"))
         return out
 
+    def report(self, rows: list[Row], out_dir: Any) -> list[Section]:
+        from plugins.precision.report import plot_precision
+
+        return plot_precision(rows, out_dir)
+
 
 # --- rows -----------------------------------------------------------------------------------------
 def _timing_block(ctx: "Context", fn: Callable[[], Any], flops: float, dtype: Any, with_matmul: bool,
                   ) -> tuple[dict[str, Metric], dict[str, list[float]]]:  # fmt: skip
-    from bench.context import timing_metrics
+    from bench.contract import timing_metrics
 
     t = ctx.time(fn)
     m, s = timing_metrics(t)
@@ -590,7 +602,7 @@ def _train_row(fmt: str, scaler_on: bool, p: PrecisionParams, ctx: "Context") ->
     final_scale = scaler.get_scale() if scaler is not None else None
     # speed: more steps of the same loop on the last batch (after the loss curve is recorded)
     xb, yb = get_batch("train", p.batch, p.seq, torch.Generator().manual_seed(ctx.seed), dev)
-    from bench.context import timing_metrics
+    from bench.contract import timing_metrics
 
     with tf32_mode(fmt == "tf32"):
         t = ctx.time(lambda: step(xb, yb, record=False))
@@ -795,54 +807,51 @@ def _trainmem_row(fmt: str, optim: str, p: PrecisionParams, ctx: "Context") -> R
 
 # --- summaries and claim evidence ----------------------------------------------------------------------
 def _claim_record(claim_id: str, ev: Evidence, labels: dict[str, Any] | None = None) -> Record:
-    """A summary row for one claim: the value, the registry's verdict (or the plugin's), the detail."""
-    verdict = ev.verdict or registry_verdict(claim_id, ev)
-    m = {"measured": Metric(ev.value, ev.unit, ev.source)}
-    if verdict:
-        m["verdict"] = Metric(verdict, "bench claims check")
-    return Record(metrics=m, labels={"claim": claim_id, **(labels or {})}, evidence={claim_id: ev},
-                  notes=[f"{claim_id}: {ev.detail}"])  # fmt: skip
+    """A summary row for one claim: the value, the verdict `bench claims` gives it, the detail."""
+    from plugins.precision.claims import CLAIMS
+
+    return claim_record(next(c for c in CLAIMS if c.id == claim_id), ev, labels)
 
 
-def _storage_claims(rows: list[dict[str, Any]]) -> list[Record]:
+def _storage_claims(rows: list[Row]) -> list[Record]:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        by.setdefault(r["labels"].get("format"), []).append(r)
+        by.setdefault(r.labels.get("format"), []).append(r)
     # a materialized model first: its bytes are real tensors, not meta shapes
     for lst in by.values():
-        lst.sort(key=lambda r: r["labels"].get("preset") in META_PRESETS)
+        lst.sort(key=lambda r: r.labels.get("preset") in META_PRESETS)
     if not by:
         return []
 
     def line(fmt: str) -> str:
-        return "; ".join(f"GPT {r['labels'].get('preset')}: {metric_value(r, 'bytes')} bytes / {metric_value(r, 'params')} params "
-                         f"= {metric_value(r, 'bytes_per_param'):g} bytes/param" for r in by.get(fmt, []))  # fmt: skip
+        return "; ".join(f"GPT {r.labels.get('preset')}: {r.value('bytes')} bytes / {r.value('params')} params "
+                         f"= {r.value('bytes_per_param'):g} bytes/param" for r in by.get(fmt, []))  # fmt: skip
 
     out = []
     for claim_id, fmt in (("mem.store_fp32", "fp32"), ("mem.store_16bit", "bf16"), ("mem.store_16bit", "fp16")):
         if fmt not in by:
             continue
         r = by[fmt][0]
-        ev = Evidence(metric_value(r, "bytes_per_param"), "bytes/param", "measured",
+        ev = Evidence(r.value("bytes_per_param"), "bytes/param", "measured",
                       f"{fmt}: {line(fmt)} (numel x element_size)")  # fmt: skip
         out.append(_claim_record(claim_id, ev, {"format": fmt}))
     return out
 
 
-def _cast_claims(rows: list[dict[str, Any]]) -> list[Record]:
-    by = {r["labels"].get("format"): r for r in rows}
+def _cast_claims(rows: list[Row]) -> list[Record]:
+    by = {r.labels.get("format"): r for r in rows}
     out = []
     for claim_id, fmt in (("prec.pi_fp32", "fp32"), ("prec.pi_fp16", "fp16"), ("prec.pi_bf16", "bf16"),
                           ("prec.pi_int8", "int8")):  # fmt: skip
         r = by.get(fmt)
         if r is None:
             continue
-        val = metric_value(r, "value")
-        ev = Evidence(val, "", "measured", f"3.141592 cast to {fmt}: stored {val}, bits {metric_value(r, 'bits')} "
-                      f"({metric_value(r, 'fields')}), layout {metric_value(r, 'layout')}; max {metric_value(r, 'max'):g}")  # fmt: skip
+        val = r.value("value")
+        ev = Evidence(val, "", "measured", f"3.141592 cast to {fmt}: stored {val}, bits {r.value('bits')} "
+                      f"({r.value('fields')}), layout {r.value('layout')}; max {r.value('max'):g}")  # fmt: skip
         out.append(_claim_record(claim_id, ev, {"format": fmt}))
     if all(f in by for f in STATED_MAX):
-        got = {f: float(metric_value(by[f], "max")) for f in STATED_MAX}
+        got = {f: float(by[f].value("max")) for f in STATED_MAX}
         checks = []
         for f, (stated, digits) in STATED_MAX.items():
             # compare at the digits the notes give: 3.4028e38 -> "3.4e38" (2 significant digits)
@@ -857,28 +866,28 @@ def _cast_claims(rows: list[dict[str, Any]]) -> list[Record]:
     return out
 
 
-def _training_claims(rows: list[dict[str, Any]]) -> list[Record]:
+def _training_claims(rows: list[Row]) -> list[Record]:
     """prec.bf16_training from fp32 and bf16 runs of the same model/steps/batch/seq/lr/seed."""
     groups: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in rows:
-        pr = dataclasses.asdict(resolve(PrecisionParams(**r["params"])))
+        pr = dataclasses.asdict(resolve(PrecisionParams(**r.params)))
         key = (pr["model"], pr["steps"], pr["batch"], pr["seq"], pr["lr"])
-        lab = r["labels"]
+        lab = r.labels
         name = lab.get("format") + ("+scaler" if lab.get("scaler") == "on" else "")
         groups.setdefault(key, {})[name] = r
     out = []
     for (model, steps, batch, seq, lr), g in groups.items():
         if "fp32" not in g or "bf16" not in g:
             continue
-        f32, b16 = metric_value(g["fp32"], "final_loss"), metric_value(g["bf16"], "final_loss")
+        f32, b16 = g["fp32"].value("final_loss"), g["bf16"].value("final_loss")
         if f32 is None or b16 is None:
             continue
         pct = 100.0 * abs(b16 / f32 - 1.0)
 
         def desc(name: str) -> str:
             r = g[name]
-            return (f"{name} {metric_value(r, 'final_loss'):.4f} (overflow steps {metric_value(r, 'overflow_steps')}, "
-                    f"skipped {metric_value(r, 'skipped_steps')}, diverged {metric_value(r, 'diverged')})")  # fmt: skip
+            return (f"{name} {r.value('final_loss'):.4f} (overflow steps {r.value('overflow_steps')}, "
+                    f"skipped {r.value('skipped_steps')}, diverged {r.value('diverged')})")  # fmt: skip
 
         others = [desc(k) for k in ("fp16+scaler", "fp16", "tf32") if k in g]
         detail = (f"GPT {model}, {steps} steps x {batch} x {seq} tokens, lr {lr:g}, same seed and batches; final loss "
@@ -887,37 +896,37 @@ def _training_claims(rows: list[dict[str, Any]]) -> list[Record]:
         ev = Evidence(pct, "%", "measured", detail)
         rec = _claim_record("prec.bf16_training", ev)
         for name, r in sorted(g.items()):
-            rec.metrics[f"final_loss_{name.replace('+', '_')}"] = Metric(metric_value(r, "final_loss"), "nats/token",
+            rec.metrics[f"final_loss_{name.replace('+', '_')}"] = Metric(r.value("final_loss"), "nats/token",
                                                                          deterministic=True)  # fmt: skip
         out.append(rec)
     return out
 
 
-def _trainmem_claims(rows: list[dict[str, Any]]) -> list[Record]:
+def _trainmem_claims(rows: list[Row]) -> list[Record]:
     """mem.train_24x from the fp32 AdamW trainmem row: model states exactly 16 bytes/param (without the
     0-d step counters, reported apart) and the batch x seq where the measured total reaches 24."""
     out = []
     for r in rows:
-        n = metric_value(r, "params")
-        parts = {k: metric_value(r, f"{k}_bytes_per_param") for k in ("params", "grads", "optim", "master")}
-        counters = metric_value(r, "step_counter_bytes") or 0
-        states_x = metric_value(r, "state_bytes_per_param_excl_counters")
+        n = r.value("params")
+        parts = {k: r.value(f"{k}_bytes_per_param") for k in ("params", "grads", "optim", "master")}
+        counters = r.value("step_counter_bytes") or 0
+        states_x = r.value("state_bytes_per_param_excl_counters")
         exact16 = states_x is not None and states_x * n == 16 * n
-        total = metric_value(r, "total_bytes_per_param")
-        tokens = metric_value(r, "tokens_24")
-        batch, seq = metric_value(r, "batch"), metric_value(r, "seq")
-        sweep = metric_value(r, "sweep") or ""
+        total = r.value("total_bytes_per_param")
+        tokens = r.value("tokens_24")
+        batch, seq = r.value("batch"), r.value("seq")
+        sweep = r.value("sweep") or ""
         reached = tokens is not None
         verdict = "holds" if exact16 and reached else "fails"
         where = (f"the total reaches 24 bytes/param at batch x seq ~ {tokens:.0f} tokens; "
                  f"measured {total:.2f} bytes/param at {batch} x {seq} ({total / parts['params']:.2f}x the weights)"
                  if reached else f"the sweep did not bracket 24 bytes/param (largest {batch} x {seq}: {total:.2f})")  # fmt: skip
-        detail = (f"fp32 AdamW, GPT {r['labels'].get('preset')} ({n} params), at rest after a real step: weights "
+        detail = (f"fp32 AdamW, GPT {r.labels.get('preset')} ({n} params), at rest after a real step: weights "
                   f"{parts['params']:.4f} + grads {parts['grads']:.4f} + Adam m,v "
                   f"{parts['optim'] - counters / n:.4f} = {states_x:.4f} bytes/param "
                   f"({'exactly 16' if exact16 else 'NOT 16'}; plus {counters} bytes of step counters); {where}; "
                   f"peak totals by batch x seq (bytes/param): {sweep}; at the peak gradients are "
-                  f"{metric_value(r, 'peak_gradients_bytes_per_param'):.2f} and activations+temporaries "
-                  f"{metric_value(r, 'act_bytes_per_param'):.2f} bytes/param")  # fmt: skip
+                  f"{r.value('peak_gradients_bytes_per_param'):.2f} and activations+temporaries "
+                  f"{r.value('act_bytes_per_param'):.2f} bytes/param")  # fmt: skip
         out.append(_claim_record("mem.train_24x", Evidence(total, "bytes/param", "measured", detail, verdict=verdict)))
     return out

@@ -34,8 +34,9 @@ import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from bench.contract import Evidence, Launch, Metric, Plugin, Record, param
-from plugins.numerics import PRESET_NAMES, LayerBytes, linear_bytes, metric_value, registry_verdict, rel_error, torch_dtype
+from bench.contract import Evidence, Launch, Metric, Plugin, Record, Row, Section, claim_record, param
+from plugins.common.numerics import PRESET_NAMES, LayerBytes, linear_bytes, rel_error, torch_dtype
+from plugins.quantization.claims import CLAIMS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -243,6 +244,14 @@ class QuantizationPlugin(Plugin):
     description = "LLM.int8, NF4/FP4 (+double quant), torchao int8/int4, 8-bit Adam: bytes with scales, error, speed"
     version = "1"
     Params = QuantParams
+    claims = CLAIMS
+    metrics = {
+        "bytes_per_param": "bytes per parameter of the quantized Linears: codes + scales + tables",
+        "x_fp16": "quantized bytes / the same weights' fp16 bytes",
+        "time_ratio": "time of the quantized layer / the unquantized layer, same batch",
+        "rel_error": "output relative error vs the fp32 reference",
+    }
+    normalised = ("bytes_per_param", "x_fp16", "time_ratio")
     table_metrics = ("bytes_per_param", "scale_bytes_per_param", "bits_per_param", "x_fp16", "rel_error",
                      "logits_rel_error", "time_ms", "ref_time_ms", "time_ratio", "optim_bytes_per_param")  # fmt: skip
 
@@ -406,13 +415,13 @@ class QuantizationPlugin(Plugin):
         return Record(metrics=m, samples=s, notes=[f"{p.scheme}: {how}; GPT {p.model}, one real step on text"])
 
     # --- across cases ---------------------------------------------------------------------------
-    def summarize(self, rows: list[dict[str, Any]]) -> list[Record]:
-        ok = [r for r in rows if r.get("kind", "case") == "case" and r.get("status") == "ok"]
+    def summarize(self, rows: list[Row]) -> list[Record]:
+        ok = [r for r in rows if r.kind == "case" and r.status == "ok"]
 
-        def first(scheme: str, batch: int | None = 1, need: str = "bytes_per_param") -> dict[str, Any] | None:
+        def first(scheme: str, batch: int | None = 1, need: str = "bytes_per_param") -> Row | None:
             for r in ok:
-                if (r["params"]["scheme"] == scheme and (batch is None or r["labels"].get("batch") == batch)
-                        and metric_value(r, need) is not None):  # fmt: skip
+                if (r.params["scheme"] == scheme and (batch is None or r.labels.get("batch") == batch)
+                        and r.value(need) is not None):  # fmt: skip
                     return r
             return None
 
@@ -420,63 +429,68 @@ class QuantizationPlugin(Plugin):
         # mem.store_int8 and quant.int8_half: LLM.int8 (bitsandbytes); else a per-row int8 that ran
         i8 = next((r for r in (first("llm_int8"), first("ao_int8_dyn"), first("int8_rowwise")) if r), None)
         if i8:
-            sch = i8["params"]["scheme"]
-            bpp = metric_value(i8, "bytes_per_param")
-            detail = (f"{sch} on the {i8['params']['model']} GPT's block Linears ({metric_value(i8, 'params')} weights): "
-                      f"codes {metric_value(i8, 'weight_bytes_per_param'):.4f} + scales "
-                      f"{metric_value(i8, 'scale_bytes_per_param'):.4f} + tables {metric_value(i8, 'table_bytes_per_param'):.4f} "
-                      f"= {bpp:.4f} bytes/param; biases apart ({metric_value(i8, 'bias_bytes')} bytes)")  # fmt: skip
+            sch = i8.params["scheme"]
+            bpp = i8.value("bytes_per_param")
+            detail = (f"{sch} on the {i8.params['model']} GPT's block Linears ({i8.value('params')} weights): "
+                      f"codes {i8.value('weight_bytes_per_param'):.4f} + scales "
+                      f"{i8.value('scale_bytes_per_param'):.4f} + tables {i8.value('table_bytes_per_param'):.4f} "
+                      f"= {bpp:.4f} bytes/param; biases apart ({i8.value('bias_bytes')} bytes)")  # fmt: skip
             out.append(_claim("mem.store_int8", Evidence(bpp, "bytes/param", "measured", detail)))
-            x = metric_value(i8, "x_fp16")
+            x = i8.value("x_fp16")
             out.append(_claim("quant.int8_half", Evidence(x, "x of fp16", "measured",
-                              f"{metric_value(i8, 'quant_bytes')} bytes / {metric_value(i8, 'fp16_bytes')} bytes of the "
+                              f"{i8.value('quant_bytes')} bytes / {i8.value('fp16_bytes')} bytes of the "
                               f"same weights in fp16; {detail}")))  # fmt: skip
         nf4 = first("nf4_dq")
         if nf4:
-            bits = metric_value(nf4, "bits_per_param")
+            bits = nf4.value("bits_per_param")
             nodq = first("nf4")
-            extra = f"; without double quantization {metric_value(nodq, 'bits_per_param'):.4f} bits/param" if nodq else ""
-            detail = (f"nf4 + double quantization on the {nf4['params']['model']} GPT's block Linears: {bits:.4f} bits/param "
-                      f"(codes {8 * metric_value(nf4, 'weight_bytes_per_param'):.4f} + scales "
-                      f"{8 * metric_value(nf4, 'scale_bytes_per_param'):.4f} + code tables "
-                      f"{8 * metric_value(nf4, 'table_bytes_per_param'):.4f}) / 16{extra}")  # fmt: skip
-            out.append(_claim("quant.nf4", Evidence(metric_value(nf4, "x_fp16"), "x of fp16", "measured", detail)))
+            extra = f"; without double quantization {nodq.value('bits_per_param'):.4f} bits/param" if nodq else ""
+            detail = (f"nf4 + double quantization on the {nf4.params['model']} GPT's block Linears: {bits:.4f} bits/param "
+                      f"(codes {8 * nf4.value('weight_bytes_per_param'):.4f} + scales "
+                      f"{8 * nf4.value('scale_bytes_per_param'):.4f} + code tables "
+                      f"{8 * nf4.value('table_bytes_per_param'):.4f}) / 16{extra}")  # fmt: skip
+            out.append(_claim("quant.nf4", Evidence(nf4.value("x_fp16"), "x of fp16", "measured", detail)))
         sp = first("llm_int8", need="time_ratio")
         if sp:
-            ratios = [(r["labels"]["batch"], metric_value(r, "time_ratio")) for r in ok if r["params"]["scheme"] == "llm_int8"
-                      and r["params"]["dtype"] == sp["params"]["dtype"]]  # fmt: skip
-            dev = str(metric_value(sp, "device") or "?")
-            detail = (f"bitsandbytes Linear8bitLt vs nn.Linear in {sp['params']['dtype']} (block 0 mlp.fc of "
-                      f"{sp['params']['model']}), same process, on {dev}: time ratio by batch "
+            ratios = [(r.labels["batch"], r.value("time_ratio")) for r in ok if r.params["scheme"] == "llm_int8"
+                      and r.params["dtype"] == sp.params["dtype"]]  # fmt: skip
+            dev = str(sp.value("device") or "?")
+            detail = (f"bitsandbytes Linear8bitLt vs nn.Linear in {sp.params['dtype']} (block 0 mlp.fc of "
+                      f"{sp.params['model']}), same process, on {dev}: time ratio by batch "
                       + ", ".join(f"{b}: {x:.2f}x" for b, x in sorted(ratios))
                       + ("; these are bitsandbytes' CPU kernels, not the CUDA ones behind the BLOOM-176B figures"
                          if not dev.startswith("cuda") else ""))  # fmt: skip
-            out.append(_claim("quant.int8_speed", Evidence(metric_value(sp, "time_ratio"), "x (int8 / 16-bit time, batch 1)",
+            out.append(_claim("quant.int8_speed", Evidence(sp.value("time_ratio"), "x (int8 / 16-bit time, batch 1)",
                                                            "measured", detail)))  # fmt: skip
         naive = first("int8_naive", need="rel_error")
         scaled = next((r for r in (first("llm_int8", need="rel_error"), first("int8_rowwise", need="rel_error")) if r), None)
         if naive and scaled:
-            en, es = metric_value(naive, "rel_error"), metric_value(scaled, "rel_error")
+            en, es = naive.value("rel_error"), scaled.value("rel_error")
             factor = en / es if es else float("inf")
             # "dramatically": the unscaled error is 10x or more the scaled one, and the scaled one is small (< 5%)
             verdict = "holds" if factor >= 10 and es < 0.05 else "fails"
-            zeros = metric_value(naive, "zero_codes_pct")
+            zeros = naive.value("zero_codes_pct")
             detail = (f"output rel_error of block 0 mlp.fc vs fp32 on real activations: naive int8 cast (no scale) "
                       f"{en:.4g} ({zeros if zeros is None else f'{zeros:.4g}'}% of its codes are 0: the cast truncates "
-                      f"|w| < 1), per-row scaled int8 ({scaled['params']['scheme']}) {es:.4g}: {factor:.3g}x; criterion: "
-                      f">= 10x and scaled < 5%; logits: {metric_value(naive, 'logits_rel_error'):.4g} vs "
-                      f"{metric_value(scaled, 'logits_rel_error'):.4g}")  # fmt: skip
+                      f"|w| < 1), per-row scaled int8 ({scaled.params['scheme']}) {es:.4g}: {factor:.3g}x; criterion: "
+                      f">= 10x and scaled < 5%; logits: {naive.value('logits_rel_error'):.4g} vs "
+                      f"{scaled.value('logits_rel_error'):.4g}")  # fmt: skip
             out.append(_claim("quant.error", Evidence(f"{en:.4g} vs {es:.4g}", "rel_error (naive vs per-row)", "measured",
                                                       detail, verdict=verdict)))  # fmt: skip
         a, a8 = first("adamw", None, "optim_bytes_per_param"), first("adamw8bit", None, "optim_bytes_per_param")
         if a and a8:
-            x = metric_value(a8, "optim_bytes_per_param") / metric_value(a, "optim_bytes_per_param")
+            x = a8.value("optim_bytes_per_param") / a.value("optim_bytes_per_param")
             rec = Record(metrics={"measured": Metric(x, "x (AdamW8bit / AdamW optimizer-state bytes)", deterministic=True),
-                                  "adamw_bytes_per_param": Metric(metric_value(a, "optim_bytes_per_param"), "bytes/param"),
-                                  "adamw8bit_bytes_per_param": Metric(metric_value(a8, "optim_bytes_per_param"), "bytes/param")},
+                                  "adamw_bytes_per_param": Metric(a.value("optim_bytes_per_param"), "bytes/param"),
+                                  "adamw8bit_bytes_per_param": Metric(a8.value("optim_bytes_per_param"), "bytes/param")},
                          labels={"analysis": "8-bit Adam"})  # fmt: skip
             out.append(rec)
         return out
+
+    def report(self, rows: list[Row], out_dir: Any) -> list[Section]:
+        from plugins.quantization.report import plot_quantization
+
+        return plot_quantization(rows, out_dir)
 
 
 def _byte_metrics(lb: LayerBytes, fp16: LayerBytes) -> dict[str, Metric]:
@@ -496,8 +510,4 @@ def _byte_metrics(lb: LayerBytes, fp16: LayerBytes) -> dict[str, Metric]:
 
 
 def _claim(claim_id: str, ev: Evidence) -> Record:
-    verdict = ev.verdict or registry_verdict(claim_id, ev)
-    m = {"measured": Metric(ev.value, ev.unit, ev.source)}
-    if verdict:
-        m["verdict"] = Metric(verdict, "bench claims check")
-    return Record(metrics=m, labels={"claim": claim_id}, evidence={claim_id: ev}, notes=[f"{claim_id}: {ev.detail}"])
+    return claim_record(next(c for c in CLAIMS if c.id == claim_id), ev)

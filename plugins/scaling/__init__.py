@@ -28,8 +28,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.contract import Evidence, Launch, Metric, Plugin, Record, param
-from plugins import scaling_fit as sf
+from bench.contract import Evidence, Launch, Metric, Plugin, Record, Row, Section, param
+from plugins.scaling.claims import CLAIMS
+from plugins.scaling import fit as sf
 
 # --- model shapes -----------------------------------------------------------------------------
 HEAD_DIM = 32  # heads = d_model / 32 for the "LxD" shapes (at least 1)
@@ -170,6 +171,12 @@ class ScalingPlugin(Plugin):
     description = "FLOPs vs 6ND; loss power laws in N and D; isoFLOP tokens/param on small GPTs (real text)"
     version = "1"
     Params = ScalingParams
+    claims = CLAIMS
+    metrics = {
+        "ratio_6n": "counted forward+backward FLOPs / (6N + 12LdT) per token",
+        "alpha_n": "fitted exponent alpha_N of L(N) = (N_c/N)^alpha_N",
+        "tokens_per_param": "tokens per parameter (at the isoFLOP optimum in the summary)",
+    }
     table_metrics = ("params", "params_total", "tokens", "tokens_per_param", "epochs", "final_loss", "train_s",
                      "flops_per_token_counted", "flops_per_token_6n", "ratio_6n", "ratio_6n_total")  # fmt: skip
 
@@ -433,9 +440,9 @@ class ScalingPlugin(Plugin):
         return total / count
 
     # --- summarize (parent process, over the run's rows) -------------------------------------
-    def summarize(self, rows: list[dict[str, Any]]) -> list[Record]:
-        ok = [r for r in rows if r.get("plugin") == self.name and r.get("kind", "case") == "case" and r.get("status") == "ok"]
-        flops = [r for r in ok if _v(r, "ratio_6n") is not None]
+    def summarize(self, rows: list[Row]) -> list[Record]:
+        ok = [r for r in rows if r.plugin == self.name and r.kind == "case" and r.status == "ok"]
+        flops = [r for r in ok if r.value("ratio_6n") is not None]
         runs = _train_points(ok)
         out: list[Record] = []
         if flops:
@@ -444,13 +451,13 @@ class ScalingPlugin(Plugin):
             out.extend(_fit_summaries(runs))
         return out
 
+    def report(self, rows: list[Row], out_dir: Any) -> list[Section]:
+        from plugins.scaling.report import plot_scaling
+
+        return plot_scaling(rows, out_dir)
+
 
 # --- summary helpers (module level: summarize() runs in the parent, no torch needed) ----------
-def _v(row: dict[str, Any], name: str) -> Any:
-    m = (row.get("metrics") or {}).get(name)
-    return m.get("value") if isinstance(m, dict) else None
-
-
 @dataclass(frozen=True)
 class Run:
     shape: str
@@ -462,14 +469,14 @@ class Run:
     budget: float  # params.compute (0: fixed tokens)
 
 
-def _train_points(rows: Sequence[dict[str, Any]]) -> list[Run]:
+def _train_points(rows: Sequence[Row]) -> list[Run]:
     seen: dict[tuple[float, float], Run] = {}
     for r in rows:
-        if _v(r, "final_loss") is None:
+        if r.value("final_loss") is None:
             continue
-        run = Run(str((r.get("labels") or {}).get("shape", "?")), float(_v(r, "params")), float(_v(r, "params_total")),
-                  float(_v(r, "tokens")), float(_v(r, "compute")), float(_v(r, "final_loss")),
-                  _budget_c((r.get("params") or {}).get("budget", "")))  # fmt: skip
+        run = Run(str(r.labels.get("shape", "?")), float(r.value("params")), float(r.value("params_total")),
+                  float(r.value("tokens")), float(r.value("compute")), float(r.value("final_loss")),
+                  _budget_c(r.params.get("budget", "")))  # fmt: skip
         key = (run.n, run.d)
         if key not in seen or (run.budget and not seen[key].budget):  # one point per (N, D); keep its budget
             seen[key] = run
@@ -488,21 +495,21 @@ def _fmt_n(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _flops_summary(rows: Sequence[dict[str, Any]]) -> Record:
-    big = max(rows, key=lambda r: (_v(r, "params_total"), _v(r, "seq_len") or 0))
-    lab = big.get("labels") or {}
-    L, d, T = int(_v(big, "n_layer")), int(_v(big, "d_model")), int(_v(big, "seq_len"))
-    n, nt = int(_v(big, "params")), int(_v(big, "params_total"))
-    counted, ratio = float(_v(big, "flops_per_token_counted")), float(_v(big, "ratio_6n"))
+def _flops_summary(rows: Sequence[Row]) -> Record:
+    big = max(rows, key=lambda r: (r.value("params_total"), r.value("seq_len") or 0))
+    lab = big.labels
+    L, d, T = int(big.value("n_layer")), int(big.value("d_model")), int(big.value("seq_len"))
+    n, nt = int(big.value("params")), int(big.value("params_total"))
+    counted, ratio = float(big.value("flops_per_token_counted")), float(big.value("ratio_6n"))
     attn = sf.flops_attention(L, d, T)
-    ratios = sorted((float(_v(r, "ratio_6n")), (r.get("labels") or {}).get("shape", "?")) for r in rows)
+    ratios = sorted((float(r.value("ratio_6n")), r.labels.get("shape", "?")) for r in rows)
     detail = (
         f"largest shape measured: {lab.get('shape')} (L={L}, d={d}, T={T}); counted fwd+bwd "
         f"{counted:.5g} FLOP/token (FlopCounterMode on a real step, SDPA math backend) / (6 N + 12 L d T = "
         f"6 x {n:,} + {attn:.4g} = {6 * n + attn:.5g}) = {ratio:.4f}. N = non-embedding parameters (Kaplan sec. 2.1: "
         f"token and position embeddings excluded, so the tied LM head's 6 d V = {6 * d * 256:.3g} FLOP/token is "
         f"not in 6N; biases and LayerNorms included). With N_total ({nt:,}, all parameters): "
-        f"{float(_v(big, 'ratio_6n_total')):.4f}; 6N alone (no attention term): {float(_v(big, 'ratio_6n_only')):.4f}. "
+        f"{float(big.value('ratio_6n_total')):.4f}; 6N alone (no attention term): {float(big.value('ratio_6n_only')):.4f}. "
         f"Across the {len(rows)} shapes counted the ratio spans {ratios[0][0]:.3f} ({ratios[0][1]}) to "
         f"{ratios[-1][0]:.3f} ({ratios[-1][1]}): the LM head term 6dV/(6N) = V/(12 L d) is large for tiny models"
     )
@@ -686,9 +693,9 @@ def _iso_overall(valid: list[tuple[float, list[Run], sf.IsoOpt]]) -> Record:
         boot = f"{_tpp(cc, oo.boot_hi):.1f}-{_tpp(cc, oo.boot_lo):.1f}" if oo.boot_lo == oo.boot_lo else "n/a"
         parts.append(f"C={cc:.3g}: {t:.1f} (1-sigma {rng}; bootstrap {boot}"
                      + ("" if oo.interior else "; vertex outside the sizes: a bound") + ")")  # fmt: skip
-    detail = (f"tokens per parameter at the isoFLOP optimum (Chinchilla Approach 2: parabola of final validation loss "
-              f"in ln N at fixed C = 6 N_total D; N = all parameters, Chinchilla's convention), value from the "
-              f"largest budget with an interior optimum: " + "; ".join(parts))  # fmt: skip
+    detail = ("tokens per parameter at the isoFLOP optimum (Chinchilla Approach 2: parabola of final validation loss "
+              "in ln N at fixed C = 6 N_total D; N = all parameters, Chinchilla's convention), value from the "
+              "largest budget with an interior optimum: " + "; ".join(parts))  # fmt: skip
     m = {"tokens_per_param": Metric(tpp, "tokens/param", "measured")}
     if len(valid) >= 2:
         pf = fit_power_law([v[0] for v in valid], [math.exp(v[2].log_n_opt) for v in valid])

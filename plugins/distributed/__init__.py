@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
-from bench.context import memory_metrics, timing_metrics
-from bench.contract import Evidence, Launch, Metric, Plugin, Record, param
-from bench.results import metric_value
+from bench.contract import Evidence, Launch, Metric, Plugin, Record, Row, Section, memory_metrics, param, timing_metrics
+from plugins.distributed.claims import CLAIMS as CLAIM_LIST
 from plugins.common.gpt import PRESETS, GPTConfig, config_from
 
 STAGES: dict[int, str] = {
@@ -110,7 +109,7 @@ def hybrid_of(p: Any) -> bool:
 def model_config(p: Any) -> GPTConfig:
     """The GPT to train: preset + overrides, or (with --params) a shape with that many parameters."""
     if p.params:
-        from plugins.distributed_sim import gpt_shape_for
+        from plugins.distributed.sim import gpt_shape_for
 
         n_layer, d_model = gpt_shape_for(p.params, p.seq)
         return GPTConfig(n_layer=n_layer, n_head=max(1, d_model // 128), d_model=d_model, block_size=p.seq)
@@ -335,7 +334,7 @@ def train_and_measure(p: Any, ctx: Any, st: Strategy, batches: list[tuple[torch.
     """Warm-up step, a memory-tracked step, a comm-counted step (probing held parameters
     after forward), at-rest bytes, then `steps` timed steps (real runs only). Every rank runs
     exactly the same number of steps, so collectives always pair up."""
-    from plugins.distributed_comm import CONVENTION, CommCounter
+    from plugins.distributed.comm import CONVENTION, CommCounter
 
     stage = stage_of(p)
     src = "simulated" if simulate else "measured"
@@ -464,6 +463,15 @@ class DDPPlugin(Plugin):
     description = "DistributedDataParallel GPT training: per-rank model-state bytes, peak, step time, collective bytes, loss"
     version = "1"
     Params = DDPParams
+    claims: tuple = ()  # the fsdp plugin declares the ZeRO/FSDP claims; ddp rows count as their evidence too
+    metrics = {
+        "model_state_bytes": "per-rank parameters + gradients + optimizer state bytes (summary rows)",
+        "comm_ratio_stage3_vs_ddp": "collective bytes per step, stage 3 / DDP",
+        "tflops": "TFLOP/s per rank",
+        "largest_fit_stage3_params": "largest model whose simulated stage-3 per-rank step peak fits one GPU",
+        "reduction": "model-state bytes of DDP / of a stage",
+    }
+    normalised = ("vs_ddp", "rest_vs_ddp", "comm_vs_ddp", "vs_formula")
     table_metrics = ("params_bytes", "grads_bytes", "optim_bytes", "model_state_bytes", "formula_bytes",
                      "model_state_step_bytes", "peak_mib", "step_ms", "tokens_per_s", "comm_bytes_per_step", "loss")  # fmt: skip
 
@@ -532,7 +540,7 @@ class DDPPlugin(Plugin):
     # -- one case, on every rank --
     def run(self, p: Any, ctx: Any) -> list[Record]:
         if p.simulate:
-            from plugins.distributed_sim import run_simulated
+            from plugins.distributed.sim import run_simulated
 
             return run_simulated(p, ctx)
         if p.precision == "bf16" and ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -554,14 +562,22 @@ class DDPPlugin(Plugin):
         return [Record(metrics=m, samples=samples, notes=notes)]
 
     # -- the run's summary, in the parent --
-    def summarize(self, rows: list[dict[str, Any]]) -> list[Record]:
+    def summarize(self, rows: list[Row]) -> list[Record]:
         return summarize_rows(rows)
+
+    def report(self, rows: list[Row], out_dir: Any) -> list[Section]:
+        from plugins.distributed.report import plot_memory
+
+        if self.name == "ddp" and any(r.plugin == "fsdp" for r in rows):
+            return []  # the fsdp section draws the ddp rows beside the stages
+        return plot_memory(rows, out_dir)
 
 
 class FSDPPlugin(DDPPlugin):
     name = "fsdp"
     description = "ZeRO stages 0-3 (DDP, ZeroRedundancyOptimizer, FSDP2) per rank, measured or simulated, vs the ZeRO formulas"
     Params = FSDPParams
+    claims = CLAIM_LIST
 
     def grid(self, profile: str) -> list[dict[str, Any]]:
         sim = [{"stage": s, "simulate": True, "params": FIGURE1_PARAMS, "world_size": FIGURE1_ND,
@@ -591,14 +607,14 @@ CASE_KEYS = ("world_size", "model", "layers", "width", "precision", "batch", "se
 CLAIMS = {0: "zero.ddp", 1: "zero.stage1", 2: "zero.stage2", 3: "zero.stage3"}
 
 
-def summarize_rows(rows: list[dict[str, Any]]) -> list[Record]:
+def summarize_rows(rows: list[Row]) -> list[Record]:
     """Per case: the largest rank's model-state bytes vs the formula and vs DDP (stage 0 of the
     same config), slowest-rank step time and spread, collective bytes vs DDP; claim evidence."""
-    cases: dict[str, list[dict[str, Any]]] = {}
+    cases: dict[str, list[Row]] = {}
     for r in rows:
-        if r.get("kind", "case") != "case" or r.get("status") != "ok" or metric_value(r, "model_state_bytes") is None:
+        if r.kind != "case" or r.status != "ok" or r.value("model_state_bytes") is None:
             continue
-        cases.setdefault(r["case_id"], []).append(r)
+        cases.setdefault(r.case_id, []).append(r)
     agg = [_aggregate(rs) for rs in cases.values()]
     out = [_summary_record(a, _find(agg, a, 0)) for a in agg]
     out.extend(_comm_evidence(agg))
@@ -609,33 +625,33 @@ def summarize_rows(rows: list[dict[str, Any]]) -> list[Record]:
     return out
 
 
-def _aggregate(rs: list[dict[str, Any]]) -> dict[str, Any]:
+def _aggregate(rs: list[Row]) -> dict[str, Any]:
     """One case's rank rows -> the figures of its largest / slowest rank."""
-    p = rs[0]["params"]
+    p = rs[0].params
     stage = int(p.get("stage", 0))
     key = {k: p.get(k) for k in CASE_KEYS}
     key["hybrid"] = bool(key.get("hybrid"))
 
-    def rest(r: dict[str, Any]) -> int:  # ZeRO-1 simulated: the largest partition, not rank 0's
-        return metric_value(r, "model_state_bytes_max_rank") or metric_value(r, "model_state_bytes")
+    def rest(r: Row) -> int:  # ZeRO-1 simulated: the largest partition, not rank 0's
+        return r.value("model_state_bytes_max_rank") or r.value("model_state_bytes")
 
-    steps = [v for v in (metric_value(r, "step_ms") for r in rs) if v is not None]
-    losses = [v for v in (metric_value(r, "loss") for r in rs) if v is not None]
+    steps = [v for v in (r.value("step_ms") for r in rs) if v is not None]
+    losses = [v for v in (r.value("loss") for r in rs) if v is not None]
     # stage 2: the paper's stage-2 state exists in torch only during the step (after forward)
-    value = max(metric_value(r, "model_state_step_bytes") for r in rs) if stage == 2 else max(rest(r) for r in rs)
+    value = max(r.value("model_state_step_bytes") for r in rs) if stage == 2 else max(rest(r) for r in rs)
     r0 = rs[0]
     return {
-        "plugin": r0["plugin"], "stage": stage, "key": key, "params": p, "ranks": len(rs),
+        "plugin": r0.plugin, "stage": stage, "key": key, "params": p, "ranks": len(rs),
         "simulated": bool(p.get("simulate")), "value": value, "rest": max(rest(r) for r in rs),
-        "formula": metric_value(r0, "formula_bytes"), "rest_formula": metric_value(r0, "formula_rest_bytes"),
-        "bound": metric_value(r0, "formula_bound_bytes"), "psi": metric_value(r0, "n_params"), "nd": metric_value(r0, "shard_ranks"),
-        "formula_text": zero_formula(stage, 1, int(metric_value(r0, "shard_ranks") or 1), str(p.get("precision")))[1],
-        "comm": max(metric_value(r, "comm_bytes_per_step") for r in rs),
-        "comm_source": r0["metrics"]["comm_bytes_per_step"]["source"],
+        "formula": r0.value("formula_bytes"), "rest_formula": r0.value("formula_rest_bytes"),
+        "bound": r0.value("formula_bound_bytes"), "psi": r0.value("n_params"), "nd": r0.value("shard_ranks"),
+        "formula_text": zero_formula(stage, 1, int(r0.value("shard_ranks") or 1), str(p.get("precision")))[1],
+        "comm": max(r.value("comm_bytes_per_step") for r in rs),
+        "comm_source": r0.metrics["comm_bytes_per_step"].source,
         "step_max": max(steps) if steps else None, "step_min": min(steps) if steps else None,
         "loss": sum(losses) / len(losses) if losses else None,
-        "peak_mib": max((metric_value(r, "peak_mib") or 0) for r in rs),
-        "how": next((n for n in r0.get("notes", []) if n.startswith("stage")), ""),
+        "peak_mib": max((r.value("peak_mib") or 0) for r in rs),
+        "how": next((n for n in r0.notes if n.startswith("stage")), ""),
     }  # fmt: skip
 
 

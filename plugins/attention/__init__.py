@@ -38,8 +38,8 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from bench.contract import Evidence, Launch, Metric, Plugin, Record, param
-from bench.results import metric_value
+from bench.contract import Evidence, Launch, Metric, Plugin, Record, Row, Section, param
+from plugins.attention.claims import CLAIMS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -270,6 +270,12 @@ class AttentionPlugin(Plugin):
     description = "naive attention vs SDPA backends vs FlexAttention: time, TFLOP/s, memory, exponent in n"
     version = "1"
     Params = AttentionParams
+    claims = CLAIMS
+    metrics = {
+        "mem_exponent": "fitted exponent of extra_mib in the swept parameter (log-log least squares)",
+        "time_ms": "median time per call",
+        "tflops": "achieved TFLOP/s (FLOPs: 4*B*H*n^2*d forward, 3.5x for fwd+bwd)",
+    }
     table_metrics = ("time_ms", "tflops", "pct_matmul", "mfu", "extra_mib", "scores_mib", "rel_error")
 
     # --- grids ------------------------------------------------------------------------------
@@ -413,9 +419,9 @@ class AttentionPlugin(Plugin):
         return [Record(metrics=m, samples=samples, notes=notes)]
 
     # --- across cases -----------------------------------------------------------------------
-    def summarize(self, rows: list[dict[str, Any]]) -> list[Record]:
-        ok = [r for r in rows if r.get("kind", "case") == "case" and r.get("status") == "ok"
-              and metric_value(r, "extra_mib") is not None and metric_value(r, "time_ms") is not None]  # fmt: skip
+    def summarize(self, rows: list[Row]) -> list[Record]:
+        ok = [r for r in rows if r.kind == "case" and r.status == "ok"
+              and r.value("extra_mib") is not None and r.value("time_ms") is not None]  # fmt: skip
         out: list[Record] = []
         sweeps = [s for s in _groups(ok, "seq") if len(s.xs) >= 2]
         for s in sweeps:
@@ -437,6 +443,11 @@ class AttentionPlugin(Plugin):
         if fa:
             out.append(fa)
         return out
+
+    def report(self, rows: list[Row], out_dir: Any) -> list[Section]:
+        from plugins.attention.report import plot_attention
+
+        return plot_attention(rows, out_dir)
 
 
 # --- summary helpers ----------------------------------------------------------------------------
@@ -510,23 +521,24 @@ class Sweep:
         ev = Evidence(fit.exponent, "exponent", "measured", detail)
         self.rec.evidence[claim_id] = ev
         self.rec.labels["claim"] = claim_id
-        verdict = _registry_verdict(claim_id, ev)
-        if verdict:
-            self.rec.metrics["verdict"] = Metric(verdict, "bench claims check", "measured")
+        from bench.claims import judge
+
+        claim = next(c for c in CLAIMS if c.id == claim_id)
+        self.rec.metrics["verdict"] = Metric(f"{judge(claim, ev)} ({claim.expected} {claim.tolerance})", "bench claims check")
 
 
-def _groups(rows: list[dict[str, Any]], var: str) -> list[Sweep]:
+def _groups(rows: list[Row], var: str) -> list[Sweep]:
     """Rows grouped by every parameter but `var`; medians of extra_mib and time_ms per value of var."""
     groups: dict[tuple, dict[int, list[tuple[float, float]]]] = {}
     fixed_of: dict[tuple, dict[str, Any]] = {}
     for r in rows:
-        p = r.get("params", {})
+        p = r.params
         if var not in p:
             continue
         fixed = {k: p.get(k) for k in SWEEP_KEYS if k != var}
         key = tuple(sorted((k, repr(v)) for k, v in fixed.items()))
         fixed_of[key] = fixed
-        groups.setdefault(key, {}).setdefault(int(p[var]), []).append((float(metric_value(r, "extra_mib")), float(metric_value(r, "time_ms"))))
+        groups.setdefault(key, {}).setdefault(int(p[var]), []).append((float(r.value("extra_mib")), float(r.value("time_ms"))))
     out = []
     for key, by_x in groups.items():
         xs = sorted(by_x)
@@ -548,46 +560,34 @@ def _pick(sweeps: list[Sweep], impls: tuple[str, ...]) -> Sweep | None:
                                      -len(s.xs), dt.get(s.fixed["dtype"], 9)))  # fmt: skip
 
 
-def _registry_verdict(claim_id: str, ev: Evidence) -> str | None:
-    """The verdict `bench claims` gives this evidence (the registry's own check), for the summary table."""
-    try:
-        from bench.claims import check_value, load_registry
-
-        claim = next(c for c in load_registry() if c["id"] == claim_id)
-        verdict, _ = check_value(claim["check"], ev.to_json())
-        return f"{verdict} ({claim['expected']} {claim.get('tolerance', '')})".strip()
-    except Exception:  # the registry is the core's: never let the display break the summary
-        return None
-
-
-def _fa_speed(rows: list[dict[str, Any]]) -> Record | None:
+def _fa_speed(rows: list[Row]) -> Record | None:
     """CUDA only (rows with an mfu against the table's dense peak): best % of peak per backend; the
     flash backend's best is attn.fa_speed."""
-    with_peak = [r for r in rows if metric_value(r, "mfu") is not None]
+    with_peak = [r for r in rows if r.value("mfu") is not None]
     if not with_peak:
         return None
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[str, Row] = {}
     for r in with_peak:
-        impl = r["params"]["impl"]
-        if impl not in best or metric_value(r, "mfu") > metric_value(best[impl], "mfu"):
+        impl = r.params["impl"]
+        if impl not in best or r.value("mfu") > best[impl].value("mfu"):
             best[impl] = r
 
-    def line(r: dict[str, Any]) -> str:
-        p = r["params"]
-        dev = r.get("fingerprint", {}).get("label", "?")
-        return (f"{p['impl']}: {metric_value(r, 'tflops'):.1f} TFLOP/s = {metric_value(r, 'mfu'):.1f}% "
-                f"{r['metrics']['mfu']['unit']} on {dev} ({p['dtype']} {p['mode']}{' causal' if p['causal'] else ''}, "
+    def line(r: Row) -> str:
+        p = r.params
+        dev = r.device
+        return (f"{p['impl']}: {r.value('tflops'):.1f} TFLOP/s = {r.value('mfu'):.1f}% "
+                f"{r.metrics['mfu'].unit} on {dev} ({p['dtype']} {p['mode']}{' causal' if p['causal'] else ''}, "
                 f"B={p['batch']} H={p['heads']} n={p['seq']} d={p['head_dim']})")  # fmt: skip
 
     order = {i: n for n, i in enumerate(IMPLS)}
     impls = sorted(best, key=lambda i: order.get(i, 99))
-    m = {f"best_mfu_{i}": Metric(metric_value(best[i], "mfu"), "% of dense peak", "measured") for i in impls}
-    m.update({f"best_tflops_{i}": Metric(metric_value(best[i], "tflops"), "TFLOP/s", "measured") for i in impls})
+    m = {f"best_mfu_{i}": Metric(best[i].value("mfu"), "% of dense peak", "measured") for i in impls}
+    m.update({f"best_tflops_{i}": Metric(best[i].value("tflops"), "TFLOP/s", "measured") for i in impls})
     rec = Record(metrics=m, labels={"analysis": "fa_speed"})
     if "sdpa_flash" in best:
         f = best["sdpa_flash"]
         rec.evidence["attn.fa_speed"] = Evidence(
-            metric_value(f, "mfu"), "% of peak", "measured",
+            f.value("mfu"), "% of peak", "measured",
             "best of the flash backend: " + line(f) + " | every backend's best: " + " | ".join(line(best[i]) for i in impls),
         )  # fmt: skip
     return rec

@@ -1,0 +1,116 @@
+"""`python -m bench.supervise --dir TMP --parent PID -- CMD...`: the one process between `bench run`
+and a case (a worker, a warm worker, or torchrun and its ranks).
+
+It starts CMD, waits for it, and writes CMD's exit status to TMP/exit.json (the runner tells an
+OOM kill from a crash by it). It watches `bench run`: when that dies however it dies (SIGHUP,
+SIGKILL, a closed terminal) -- told by the kernel's parent-death signal where Linux has it, and by
+polling the parent pid everywhere -- it kills the whole case tree (psutil, SIGTERM then SIGKILL)
+and removes TMP, so no rank keeps running with its ports open and no temporary folder stays.
+SIGTERM / SIGINT / SIGHUP to the supervisor itself do the same (without removing TMP: the runner
+still reads what the case wrote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+POLL_S = 0.5
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send `sig` to this process when its parent dies (Linux prctl)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def kill_tree(pid: int, grace_s: float = 3.0, include_root: bool = True) -> None:
+    """SIGTERM a process and every descendant (psutil), then SIGKILL what is left after grace_s."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + ([root] if include_root else [])
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5.0)
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.supervise")
+    ap.add_argument("--dir", required=True, type=Path, help="the case's temporary folder")
+    ap.add_argument("--parent", required=True, type=int, help="pid of `bench run`")
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
+    a = ap.parse_args(argv)
+    cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+    set_parent_death_signal(signal.SIGTERM)
+
+    def orphaned() -> bool:
+        return os.getppid() != a.parent
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Stop(signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    if orphaned():  # bench run died before we could watch it
+        shutil.rmtree(a.dir, ignore_errors=True)
+        return 1
+    child = subprocess.Popen(cmd)
+    rc: int | None = None
+    try:
+        while rc is None:
+            try:
+                rc = child.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                if orphaned():
+                    raise _Stop(signal.SIGHUP) from None
+    except _Stop as stop:
+        kill_tree(child.pid)
+        if orphaned():
+            shutil.rmtree(a.dir, ignore_errors=True)
+            return 128 + stop.signum
+        rc = child.poll()
+        _write_exit(a.dir, rc, stopped=stop.signum)
+        return 128 + stop.signum
+    kill_tree(child.pid, grace_s=1.0, include_root=False)  # a rank's stray children
+    _write_exit(a.dir, rc)
+    return 0 if rc == 0 else 1
+
+
+def _write_exit(d: Path, rc: int | None, stopped: int | None = None) -> None:
+    with contextlib.suppress(OSError):
+        tmp = d / ".exit.json.tmp"
+        tmp.write_text(json.dumps({"returncode": rc, "stopped_by": stopped, "at": time.time()}))
+        os.replace(tmp, d / "exit.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
