@@ -7,33 +7,34 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.contract import Row, Section, Table
-from bench.plots import field_of, first_number, fmt, label, num, ok_cases, pyplot, readable_log_y, save, series_keys, sort_key, varying
+from bench.plots import (
+    field_of,
+    first_number,
+    fmt,
+    label,
+    num,
+    ok_cases,
+    pyplot,
+    readable_log_y,
+    save,
+    series_keys,
+    sort_key,
+    varying,
+)
+
+PANELS = ("time_ms", "extra_mib")  # one log-log panel each
 
 
-def metric_source(row: Row, *names: str) -> str | None:
-    for n in names:
-        m = row.metric(n)
-        if m is not None:
-            return m.source
-    return None
-
-
-ATTN_SEQ = ("seq", "seq_len", "n", "seqlen")
-ATTN_HEADS = ("heads", "n_heads", "num_heads")
-ATTN_TIME = ("time_ms",)
-ATTN_MEM = ("extra_mib", "peak_mib")
-
-
-def _sweep_plot(rs: list[Row], out_dir: Path, xnames: tuple[str, ...], fname: str, xlabel: str,
-                xbase: int) -> tuple[str, list[Table], str] | None:  # fmt: skip
+def _sweep_plot(
+    rs: list[Row], out_dir: Path, xkey: str, fname: str, xlabel: str
+) -> tuple[str, list[Table], str] | None:
     """time_ms and extra_mib vs x per series (every other varying setting), log-log, with fitted
     slopes; only series with >= 2 values of x are drawn. -> (png name, tables, "Fixed: ..." text)."""
     from bench.fit import fit_power_law
 
-    have = [r for r in rs if num(field_of(r, *xnames)) is not None]
+    have = [r for r in rs if num(field_of(r, xkey)) is not None]
     if not have:
         return None
-    xkey = next(k for k in xnames if any(num(field_of(r, k)) is not None for r in have))
     keys = series_keys(have, varying(have, exclude=(xkey, "rank")), lambda r: field_of(r, xkey))
     series: dict[str, list[Row]] = {}
     for r in have:
@@ -47,10 +48,9 @@ def _sweep_plot(rs: list[Row], out_dir: Path, xnames: tuple[str, ...], fname: st
         series = {}
         for r in drawn:
             series.setdefault(label(r, keys), []).append(r)
-    panels = [n for n in (ATTN_TIME, ATTN_MEM) if any(first_number(r, *n) is not None for v in series.values() for r in v)]
-    if not series or not panels:
+    mnames = [n for n in PANELS if any(first_number(r, n) is not None for v in series.values() for r in v)]
+    if not series or not mnames:
         return None
-    mnames = [next(n for n in names if any(first_number(r, n) is not None for v in series.values() for r in v)) for names in panels]
     plt = pyplot()
     fig, axes = plt.subplots(1, len(mnames), figsize=(6.4 * len(mnames), 5.0), squeeze=False)
     fits: list[list[str]] = []
@@ -78,7 +78,7 @@ def _sweep_plot(rs: list[Row], out_dir: Path, xnames: tuple[str, ...], fname: st
                 except ValueError:
                     pass
             ax.plot(xs, ys, marker="o", label=legend)
-        ax.set_xscale("log", base=xbase)
+        ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         readable_log_y(ax)
         ax.set_xlabel(xlabel)
@@ -94,25 +94,43 @@ def _sweep_plot(rs: list[Row], out_dir: Path, xnames: tuple[str, ...], fname: st
             data_body.append([lab, fmt(field_of(r, xkey))] + [fmt(first_number(r, m)) for m in mnames])
     tables: list[Table] = []
     if fits:
-        tables.append(("Fitted slopes (log-log least squares)", ["series", "metric", "slope", "stderr", "R^2", "points"], fits))
-    tables.append(("Data", ["series", xkey] + mnames, data_body))
+        tables.append(
+            ("Fitted slopes (log-log least squares)", ["series", "metric", "slope", "stderr", "R^2", "points"], fits)
+        )
+    tables.append(("Data", ["series", xkey, *mnames], data_body))
     p0 = drawn[0].params
-    fixed = ", ".join(f"{k}={fmt(v)}" for k, v in p0.items()
-                      if k != xkey and k not in keys and all(r.params.get(k) == v for r in drawn))  # fmt: skip
+    fixed = ", ".join(
+        f"{k}={fmt(v)}"
+        for k, v in p0.items()
+        if k != xkey and k not in keys and all(r.params.get(k) == v for r in drawn)
+    )
     return name, tables, f" Fixed: {fixed}." if fixed else ""
 
 
 def plot_attention(rows: Sequence[Row], out_dir: Path) -> list[Section]:
     rs = ok_cases(rows, ("attention",))
     out = []
-    got = _sweep_plot(rs, out_dir, ATTN_SEQ, "attention.png", "sequence length n", 2)
+    got = _sweep_plot(rs, out_dir, "seq", "attention.png", "sequence length n")
     if got:
-        out.append(Section("Attention: time and memory vs sequence length", "attention", got[0],
-                           "One line per backend/setting; the slope of a log-log line is the exponent in n "
-                           "(naive attention memory ~2, fused kernels ~1). Memory: extra bytes above the inputs." + got[2],
-                           got[1]))  # fmt: skip
-    got = _sweep_plot(rs, out_dir, ATTN_HEADS, "attention_heads.png", "attention heads H", 2)
+        out.append(
+            Section(
+                "Attention: time and memory vs sequence length",
+                "attention",
+                got[0],
+                "One line per backend/setting; the slope of a log-log line is the exponent in n "
+                "(naive attention memory ~2, fused kernels ~1). Memory: extra bytes above the inputs." + got[2],
+                got[1],
+            )
+        )
+    got = _sweep_plot(rs, out_dir, "heads", "attention_heads.png", "attention heads H")
     if got:
-        out.append(Section("Attention: time and memory vs head count", "attention-heads", got[0],
-                           "Head-count sweeps at fixed sequence length (attn.heads: report only)." + got[2], got[1]))  # fmt: skip
+        out.append(
+            Section(
+                "Attention: time and memory vs head count",
+                "attention-heads",
+                got[0],
+                "Head-count sweeps at fixed sequence length (attn.heads: report only)." + got[2],
+                got[1],
+            )
+        )
     return out

@@ -5,13 +5,14 @@ Bit layouts are read from torch.finfo, not typed in: fraction bits = -log2(eps),
 bits - 1 (sign) - fraction bits. TF32 is not a storage type: it is fp32 with 10 fraction bits
 kept inside NVIDIA tensor cores (NVIDIA A100 Tensor Core GPU Architecture whitepaper, 2020, "TF32").
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
-
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -24,7 +25,7 @@ PI6 = 3.141592  # the course notes' "pi to six places" (not math.pi)
 PRESET_NAMES = ("tiny", "small", "medium", "large", "1b")
 
 
-def torch_dtype(name: str) -> "torch.dtype":
+def torch_dtype(name: str) -> torch.dtype:
     """Storage dtype of a format name (tf32 is stored as fp32)."""
     import torch
 
@@ -70,7 +71,7 @@ def exact_decimal(x: float) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
-def round_to_tf32(x: "torch.Tensor") -> "torch.Tensor":
+def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
     """fp32 -> fp32 with the low 13 fraction bits cleared, rounding to nearest even (emulation of
     what an fp32 input keeps in a TF32 tensor-core matmul; the hardware's own conversion is not
     observable on a CPU). Non-finite values pass through."""
@@ -85,7 +86,7 @@ def round_to_tf32(x: "torch.Tensor") -> "torch.Tensor":
     return torch.where(torch.isfinite(x), r, x)
 
 
-def cast(value: float, name: str) -> "torch.Tensor":
+def cast(value: float, name: str) -> torch.Tensor:
     """value (a Python float, i.e. binary64) stored in the format `name`: one rounding, round to
     nearest even, straight from float64 (tf32: via fp32, as the hardware receives it; int8: the
     naive cast, which truncates toward zero and has no scale)."""
@@ -97,7 +98,7 @@ def cast(value: float, name: str) -> "torch.Tensor":
     return src.to(torch_dtype(name))
 
 
-def bits_hex(t: "torch.Tensor") -> str:
+def bits_hex(t: torch.Tensor) -> str:
     """The stored bit pattern, e.g. 0x40490FD8."""
     import torch
 
@@ -107,24 +108,24 @@ def bits_hex(t: "torch.Tensor") -> str:
     return f"0x{v:0{2 * width}X}"
 
 
-def bit_fields(t: "torch.Tensor", lay: Layout) -> str:
+def bit_fields(t: torch.Tensor, lay: Layout) -> str:
     """Sign | exponent | fraction as binary strings separated by spaces (tf32: its 19 bits)."""
     v = int(bits_hex(t), 16)
     total = 8 * t.element_size()
     s = format(v, f"0{total}b")
     if lay.exponent == 0:
         return s
-    return f"{s[0]} {s[1:1 + lay.exponent]} {s[1 + lay.exponent:1 + lay.exponent + lay.fraction]}"
+    return f"{s[0]} {s[1 : 1 + lay.exponent]} {s[1 + lay.exponent : 1 + lay.exponent + lay.fraction]}"
 
 
-def cast_value(t: "torch.Tensor") -> float:
+def cast_value(t: torch.Tensor) -> float:
     """A 0-d tensor of any format as a Python float (exactly: every format here fits binary64)."""
     import torch
 
     return float(t.to(torch.float64)) if t.is_floating_point() else float(int(t))
 
 
-def rel_error(out: "torch.Tensor", ref: "torch.Tensor") -> float:
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     """||out - ref||_F / ||ref||_F, in float64."""
     d = (out.double() - ref.double()).norm()
     n = ref.double().norm()
@@ -158,13 +159,13 @@ class LayerBytes:
 _CODE_NAMES = ("qdata", "int_data", "packed_weight", "data")
 
 
-def _plain(t: "torch.Tensor") -> bool:
+def _plain(t: torch.Tensor) -> bool:
     import torch
 
     return type(t) in (torch.Tensor, torch.nn.Parameter)
 
 
-def _leaves(role: str, t: Any) -> Iterator[tuple[str, "torch.Tensor"]]:
+def _leaves(role: str, t: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """(role, plain tensor) pairs behind t: bitsandbytes Int8Params (.SCB), Params4bit
     (.quant_state: absmax, code, offset, nested state2), torchao subclasses (__tensor_flatten__)."""
     import torch
@@ -190,7 +191,7 @@ def _leaves(role: str, t: Any) -> Iterator[tuple[str, "torch.Tensor"]]:
         qs = getattr(qs, "state2", None)
 
 
-def linear_bytes(modules: Iterable["torch.nn.Module"]) -> LayerBytes:
+def linear_bytes(modules: Iterable[Any]) -> LayerBytes:
     """Exact bytes (numel x element_size) of Linear-like modules by role; a storage shared by two
     tensors (bitsandbytes' CB and weight) is counted once."""
     import torch
@@ -201,11 +202,16 @@ def linear_bytes(modules: Iterable["torch.nn.Module"]) -> LayerBytes:
     for mod in modules:
         out.layers += 1
         out.params += int(mod.in_features) * int(mod.out_features)
-        named: list[tuple[str, Any]] = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
+        named: list[tuple[str, Any]] = list(mod.named_parameters(recurse=False)) + list(
+            mod.named_buffers(recurse=False)
+        )
         # bitsandbytes Linear8bitLt moves CB/SCB from the weight into module.state at its first forward
         st = getattr(mod, "state", None)
-        named += [(("weight" if a == "CB" else "SCB"), getattr(st, a)) for a in ("CB", "SCB")
-                  if st is not None and torch.is_tensor(getattr(st, a, None))]  # fmt: skip
+        named += [
+            (("weight" if a == "CB" else "SCB"), getattr(st, a))
+            for a in ("CB", "SCB")
+            if st is not None and torch.is_tensor(getattr(st, a, None))
+        ]
         for name, t in named:
             role = "bias" if name == "bias" else ("weights" if name in ("weight", "qweight") else "scales")
             for r, leaf in _leaves(role, t):

@@ -4,6 +4,7 @@ Source: the Python documentation topics in the standard library (pydoc_data.topi
 465 KB. No downloads.
 Split: first 90% train, last 10% validation, by bytes.
 """
+
 from __future__ import annotations
 
 import functools

@@ -19,11 +19,13 @@ ignoring the ring's (Nd-1)/Nd factor:
   all-to-all of P bytes               P
 With it DDP moves 2*Psi*bytes_per_grad per step and ZeRO stage 3 3*Psi (1.5x).
 """
+
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -91,7 +93,7 @@ class CommCounter:
         counted.__wrapped__ = fn  # type: ignore[attr-defined]
         return counted
 
-    def __enter__(self) -> "CommCounter":
+    def __enter__(self) -> CommCounter:
         import torch.distributed as dist
         import torch.distributed.distributed_c10d as c10d
 

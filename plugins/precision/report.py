@@ -1,4 +1,5 @@
-"""Report section of precision: loss curves per format and their difference from fp32."""
+"""Report sections of precision: loss curves per format and their difference from fp32; activation
+bytes per layer, formula vs measured; training memory of the 1B GPT beside the notes' 4 + 4 + 8 + 8."""
 
 from __future__ import annotations
 
@@ -8,14 +9,6 @@ from typing import Any
 
 from bench.contract import Row, Section
 from bench.plots import field_of, first_number, fmt, label, ok_cases, pyplot, save, varying
-
-
-def metric_source(row: Row, *names: str) -> str | None:
-    for n in names:
-        m = row.metric(n)
-        if m is not None:
-            return m.source
-    return None
 
 
 def _smooth(xs: Sequence[float], k: int) -> list[float]:
@@ -29,7 +22,7 @@ def _smooth(xs: Sequence[float], k: int) -> list[float]:
     return out
 
 
-def plot_precision(rows: Sequence[Row], out_dir: Path) -> list[Section]:
+def loss_section(rows: Sequence[Row], out_dir: Path) -> list[Section]:
     """Loss per step per format (and scaler); beside it, each curve's difference from the fp32
     curve of the same run settings in %, smoothed, which is what prec.bf16_training is about."""
     rs = [r for r in ok_cases(rows, ("precision",)) if len(r.samples.get("loss") or []) >= 2]
@@ -44,7 +37,7 @@ def plot_precision(rows: Sequence[Row], out_dir: Path) -> list[Section]:
     def fmt_of(r: Row) -> Any:
         return r.labels.get("format", field_of(r, "dtype", "precision"))
 
-    def same_run(a: dict[str, Any], b: Row) -> bool:  # the same settings but the format
+    def same_run(a: Row, b: Row) -> bool:  # the same settings but the format
         def settings(r: Row) -> dict[str, Any]:
             return {k: v for k, v in r.params.items() if k not in ("dtype", "precision", "format", "scaler")}
 
@@ -84,7 +77,125 @@ def plot_precision(rows: Sequence[Row], out_dir: Path) -> list[Section]:
             a2.legend(fontsize=7)
     name = save(fig, out_dir, "precision_loss.png")
     header = ["series", "steps", "first loss", "last loss", "final_loss metric", f"last vs fp32 [%, {k}-step avg]"]
-    return [Section("Precision: loss curves", "precision", name,
-                    "samples['loss'] per step of each training case; right: each curve against the fp32 curve of the "
-                    "same settings (training loss; prec.bf16_training compares the final validation loss).",
-                    [("", header, body)])]  # fmt: skip
+    return [
+        Section(
+            "Precision: loss curves",
+            "precision",
+            name,
+            "samples['loss'] per step of each training case; right: each curve against the fp32 curve of the "
+            "same settings (training loss; prec.bf16_training compares the final validation loss).",
+            [("", header, body)],
+        )
+    ]
+
+
+def sections(rows: Sequence[Row], out_dir: Path) -> list[Section]:
+    return loss_section(rows, out_dir) + activation_section(rows) + scale_section(rows)
+
+
+def activation_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """One line per configuration: formula vs measured bytes per layer (also the README's table)."""
+    rs = [r for r in ok_cases(rows, ("precision",)) if r.params.get("what") == "activations" and r.number("ratio")]
+    header = [
+        "dtype",
+        "attention",
+        "h",
+        "a",
+        "s",
+        "b",
+        "source",
+        "formula [bytes/layer]",
+        "measured [bytes/layer]",
+        "measured / formula",
+        "paper as printed [bytes/layer]",
+        "measured / paper",
+    ]
+    body = []
+    for r in rs:
+        lab = r.labels
+        body.append(
+            [
+                str(lab.get("format")),
+                str(lab.get("attention")),
+                str(lab.get("d_model")),
+                str(lab.get("heads")),
+                str(lab.get("seq")),
+                str(lab.get("batch")),
+                str(lab.get("mode")),
+                f"{r.value('formula_bytes'):,}",
+                f"{r.value('measured_bytes'):,}",
+                f"{r.number('ratio'):.4f}",
+                f"{r.value('paper_bytes'):,}",
+                f"{r.number('paper_ratio'):.3f}",
+            ]
+        )
+    return header, body
+
+
+def activation_section(rows: Sequence[Row]) -> list[Section]:
+    header, body = activation_table(rows)
+    if not body:
+        return []
+    return [
+        Section(
+            "Precision: activation bytes per layer",
+            "precision-activations",
+            None,
+            "Bytes one transformer layer keeps for backward: the formula of plugins/common/activations.py "
+            "(Korthikanti et al. 2022 sec. 4.1 adapted to this GPT: no dropout, LayerNorm statistics, flash "
+            "logsumexp, the CPU math kernel in fp32) vs MemTracker (2 layers - 1 layer); the paper's "
+            "sbh(34 + 5as/h) x e/2 as printed beside it.",
+            [("", header, body)],
+        )
+    ]
+
+
+def scale_section(rows: Sequence[Row]) -> list[Section]:
+    """The 1B GPT's step by phase (forward + backward, optimizer update), category by category, beside the
+    notes' 4 + 4 + 8 + 8."""
+    rs = [r for r in ok_cases(rows, ("precision",)) if r.params.get("what") == "trainmem" and r.labels.get("batch")]
+    if not rs:
+        return []
+    header = [
+        "device",
+        "source",
+        "batch x seq",
+        "phase",
+        "weights",
+        "gradients",
+        "Adam (+ update temporaries)",
+        "activations + temporaries",
+        "peak",
+        "at rest (excl. counters)",
+        "24 +-10% holds at tokens/batch",
+    ]
+    body = [["the notes", "", "", "", "4", "4", "8", "8", "24", "16", ""]]
+    for r in rs:
+        lo, hi = r.number("tokens_24_lo"), r.number("tokens_24_hi")
+        window = f"{lo:,.0f} - {hi:,.0f}" if lo is not None and hi is not None else "none"
+        for phase, name in (("fwd_bwd", "forward+backward"), ("update", "optimizer update")):
+            top = " (the step's peak)" if r.value("peak_phase") == name else ""
+            cells = [r.number(f"{phase}_{c}_bytes_per_param") for c in ("parameters", "gradients", "optimizer_state")]
+            body.append(
+                [
+                    r.device,
+                    str(r.labels.get("mode")),
+                    f"{r.value('batch')} x {r.value('seq')}",
+                    name + top,
+                    *(fmt(v) for v in cells),
+                    fmt(r.number(f"{phase}_act_bytes_per_param")),
+                    fmt(r.number(f"peak_{phase}_bytes_per_param")),
+                    fmt(r.number("state_bytes_per_param_excl_counters")),
+                    window,
+                ]
+            )
+    return [
+        Section(
+            "Precision: training memory of the 1B GPT (mem.train_24x)",
+            "precision-train-24x",
+            None,
+            "bytes/param at each phase's peak by category (fp32 + AdamW(foreach=True)), beside the notes' "
+            "4 + 4 + 8 + 8 = 24; the step's peak is the larger phase.",
+            [("", header, body)],
+        )
+    ]

@@ -10,14 +10,6 @@ from bench.contract import Row, Section, Table
 from bench.plots import field_of, first_number, fmt, label, num, ok_cases, pyplot, readable_log_y, save, varying
 
 
-def metric_source(row: Row, *names: str) -> str | None:
-    for n in names:
-        m = row.metric(n)
-        if m is not None:
-            return m.source
-    return None
-
-
 def plot_quantization(rows: Sequence[Row], out_dir: Path) -> list[Section]:
     """Per scheme: bytes/param (scales counted) and output error vs fp32 (bars), and the time
     ratio to the unquantized layer per batch size where the rows carry one (quant.int8_speed)."""
@@ -33,9 +25,14 @@ def plot_quantization(rows: Sequence[Row], out_dir: Path) -> list[Section]:
     reps.sort(key=lambda r: label(r, keys))
     labs = [label(r, keys) for r in reps]
     panels = [m for m in ("bytes_per_param", "rel_error") if any(first_number(r, m) is not None for r in reps)]
-    speed = {label(v[0], keys): sorted((num(field_of(r, "batch")), first_number(r, "time_ratio")) for r in v
-                                       if num(field_of(r, "batch")) and first_number(r, "time_ratio"))
-             for v in cases.values()}  # fmt: skip
+    speed = {
+        label(v[0], keys): sorted(
+            (num(field_of(r, "batch")), first_number(r, "time_ratio"))
+            for r in v
+            if num(field_of(r, "batch")) and first_number(r, "time_ratio")
+        )
+        for v in cases.values()
+    }
     speed = {k: v for k, v in speed.items() if len(v) >= 2}
     plt = pyplot()
     # bars side by side on top, the speed lines across the bottom
@@ -73,14 +70,27 @@ def plot_quantization(rows: Sequence[Row], out_dir: Path) -> list[Section]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     name = save(fig, out_dir, "quantization.png")
-    extra = [m for m in ("x_fp16", "bits_per_param", "scale_bytes_per_param", "logits_rel_error") if any(first_number(r, m) is not None for r in reps)]
-    header = ["scheme"] + panels + extra
+    extra = [
+        m
+        for m in ("x_fp16", "bits_per_param", "scale_bytes_per_param", "logits_rel_error", "act_rel_error")
+        if any(first_number(r, m) is not None for r in reps)
+    ]
+    header = ["scheme", *panels, *extra]
     body = [[labs[i]] + [fmt(first_number(r, m)) for m in panels + extra] for i, r in enumerate(reps)]
     tables: list[Table] = [("", header, body)]
     if speed:
         batches = sorted({p[0] for v in speed.values() for p in v})
         sbody = [[lab] + [fmt(dict(pts).get(b)) for b in batches] for lab, pts in sorted(speed.items())]
-        tables.append(("Time ratio to the unquantized layer, by batch", ["scheme"] + [f"batch {b:g}" for b in batches], sbody))
-    return [Section("Quantization: bytes per parameter, error and speed", "quantization", name,
-                    "Per scheme: bytes per parameter (codes + scales + tables) and output error vs the fp32 reference; "
-                    "time of the quantized layer over the unquantized one per batch size.", tables)]  # fmt: skip
+        tables.append(
+            ("Time ratio to the unquantized layer, by batch", ["scheme"] + [f"batch {b:g}" for b in batches], sbody)
+        )
+    return [
+        Section(
+            "Quantization: bytes per parameter, error and speed",
+            "quantization",
+            name,
+            "Per scheme: bytes per parameter (codes + scales + tables) and output error vs the fp32 reference; "
+            "time of the quantized layer over the unquantized one per batch size.",
+            tables,
+        )
+    ]

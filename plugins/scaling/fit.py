@@ -1,5 +1,5 @@
 """Fits for the scaling plugin: power laws with and without an irreducible term, isoFLOP
-parabolas with their uncertainty, the compute frontier, and the FLOP formulas they compare with.
+parabolas with their uncertainty, and the compute frontier.
 
 No torch here (numpy + scipy only), so tests and summarize() stay fast.
 
@@ -11,42 +11,14 @@ Conventions (sources):
       N = all parameters (Pearce & Song 2024, arXiv 2406.12907, sec. 2); compute C = 6 N D.
   Approach 2 (isoFLOP profiles): at fixed C, fit a parabola to loss vs log N; its vertex is N_opt.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
-
-KAPLAN_ALPHA_N = 0.076  # Kaplan eq. 1.1
-KAPLAN_ALPHA_D = 0.095  # Kaplan eq. 1.2
-KAPLAN_ALPHA_C = 0.050  # Kaplan eq. 1.3 (C_min in PF-days)
-CHINCHILLA_TOKENS_PER_PARAM = 20.0  # Chinchilla Table 3 (e.g. 1B -> 20.2B tokens)
-CHINCHILLA_FIT = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Approach 3 (eq. 10)
-
-
-# --- FLOP formulas ------------------------------------------------------------------------
-def flops_6n(n_params: float) -> float:
-    """Training FLOPs per token, weights only: 2N forward + 4N backward (Kaplan sec. 2.1)."""
-    return 6.0 * n_params
-
-
-def flops_attention(n_layer: int, d_model: int, seq: int) -> float:
-    """Training FLOPs per token of the attention scores and the weighted sum, full (not
-    causally halved) T x T: 12 L d T (PaLM, arXiv 2204.02311, appendix B: 6N + 12 L H Q T, H Q = d)."""
-    return 12.0 * n_layer * d_model * seq
-
-
-def gpt_matmul_flops_per_token(n_layer: int, d_model: int, seq: int, vocab: int) -> float:
-    """Hand count of a GPT forward+backward, matmuls only, per token (a multiply-add = 2 FLOPs).
-
-    Forward, per layer: qkv 2*d*3d, attention out-proj 2*d*d, MLP up 2*d*4d, MLP down 2*4d*d
-    (= 24 d^2), scores Q K^T 2*T*d and weighted sum A V 2*T*d (full T x T); once: LM head 2*d*V.
-    Backward = 2x forward (grads w.r.t. inputs and weights). Total = 3x forward.
-    """
-    fwd = n_layer * (24 * d_model**2 + 4 * seq * d_model) + 2 * d_model * vocab
-    return 3.0 * fwd
 
 
 # --- power laws ---------------------------------------------------------------------------
@@ -97,8 +69,9 @@ def fit_saturating(x: Sequence[float], y: Sequence[float]) -> SatFit:
         try:
             with warnings.catch_warnings():  # a singular covariance (E at a bound) shows as nan errors instead
                 warnings.simplefilter("ignore", OptimizeWarning)
-                popt, pcov = curve_fit(_sat, xa, ya, p0=p0, bounds=([0.0, -50.0, 0.0], [ymin * (1 - 1e-9), 50.0, 5.0]),
-                                       maxfev=20000)  # fmt: skip
+                popt, pcov = curve_fit(
+                    _sat, xa, ya, p0=p0, bounds=([0.0, -50.0, 0.0], [ymin * (1 - 1e-9), 50.0, 5.0]), maxfev=20000
+                )
         except (RuntimeError, ValueError) as e:
             if best is None:
                 best = (math.inf, None, None, str(e))
@@ -111,9 +84,18 @@ def fit_saturating(x: Sequence[float], y: Sequence[float]) -> SatFit:
     rss, popt, pcov, _ = best
     se = np.sqrt(np.diag(pcov)) if n > 3 and np.all(np.isfinite(pcov)) else np.full(3, math.nan)
     E, logA, alpha = (float(v) for v in popt)
-    at_bound = E <= 1e-9 or E >= ymin * (1 - 1e-6)
-    return SatFit(alpha, float(se[2]), math.exp(logA), E, float(se[0]), rss, n, ok=True,
-                  message="E at its bound (0 or min loss): the irreducible term is not identified" if at_bound else "")  # fmt: skip
+    at_bound = E <= 1e-9 or ymin * (1 - 1e-6) <= E
+    return SatFit(
+        alpha,
+        float(se[2]),
+        math.exp(logA),
+        E,
+        float(se[0]),
+        rss,
+        n,
+        ok=True,
+        message="E at its bound (0 or min loss): the irreducible term is not identified" if at_bound else "",
+    )
 
 
 def aicc(rss: float, n: int, k: int) -> float:
@@ -151,7 +133,9 @@ class IsoOpt:
         return math.exp(self.log_n_opt)
 
 
-def parabola_vertex(logn: Sequence[float], loss: Sequence[float]) -> tuple[float, float, np.ndarray, np.ndarray]:
+def parabola_vertex(
+    logn: Sequence[float] | np.ndarray, loss: Sequence[float] | np.ndarray
+) -> tuple[float, float, np.ndarray, np.ndarray]:
     """(x*, a, coefficients [a, b, c], their covariance) of the least-squares parabola."""
     x, y = np.asarray(logn, float), np.asarray(loss, float)
     X = np.stack([x**2, x, np.ones_like(x)], axis=1)
@@ -175,8 +159,19 @@ def isoflop_optimum(n_params: Sequence[float], loss: Sequence[float], n_boot: in
         return IsoOpt(*(math.nan,) * 4, False, math.nan, math.nan, 0.0, n, False, "needs >= 3 model sizes")
     xs, a, coef, cov = parabola_vertex(x, y)
     if not a > 0:
-        return IsoOpt(math.nan, math.nan, float(y.min()), a, False, math.nan, math.nan, 0.0, n, False,
-                      "no minimum: the losses are not convex in ln N (the sizes do not bracket the optimum)")  # fmt: skip
+        return IsoOpt(
+            math.nan,
+            math.nan,
+            float(y.min()),
+            a,
+            False,
+            math.nan,
+            math.nan,
+            0.0,
+            n,
+            False,
+            "no minimum: the losses are not convex in ln N (the sizes do not bracket the optimum)",
+        )
     b = float(coef[1])
     g = np.array([b / (2 * a * a), -1 / (2 * a), 0.0])  # d(x*)/d(a, b, c) for x* = -b / 2a
     var = float(g @ cov @ g) if np.all(np.isfinite(cov)) else math.nan
@@ -192,13 +187,26 @@ def isoflop_optimum(n_params: Sequence[float], loss: Sequence[float], n_boot: in
         xb, ab, _, _ = parabola_vertex(x[idx], y[idx])
         if ab > 0 and math.isfinite(xb):
             vals.append(xb)
-    lo, hi = (float(np.percentile(vals, 16)), float(np.percentile(vals, 84))) if len(vals) >= 20 else (math.nan, math.nan)
+    lo, hi = (
+        (float(np.percentile(vals, 16)), float(np.percentile(vals, 84))) if len(vals) >= 20 else (math.nan, math.nan)
+    )
     interior = bool(x.min() <= xs <= x.max())
     X = np.stack([x**2, x, np.ones_like(x)], axis=1)
     rms = float(np.sqrt(np.mean((y - X @ coef) ** 2)))
-    return IsoOpt(float(xs), se, lmin, a, interior, lo, hi, len(vals) / max(1, n_boot), n, True,
-                  "" if interior else "the vertex lies outside the sampled sizes: an extrapolation, read as a bound",
-                  rms)  # fmt: skip
+    return IsoOpt(
+        float(xs),
+        se,
+        lmin,
+        a,
+        interior,
+        lo,
+        hi,
+        len(vals) / max(1, n_boot),
+        n,
+        True,
+        "" if interior else "the vertex lies outside the sampled sizes: an extrapolation, read as a bound",
+        rms,
+    )
 
 
 def pareto_frontier(compute: Sequence[float], loss: Sequence[float]) -> list[int]:
@@ -210,16 +218,3 @@ def pareto_frontier(compute: Sequence[float], loss: Sequence[float]) -> list[int
             out.append(i)
             best = loss[i]
     return out
-
-
-def chinchilla_loss(n: float | np.ndarray, d: float | np.ndarray, E: float = 1.69, A: float = 406.4, B: float = 410.7,
-                    alpha: float = 0.34, beta: float = 0.28) -> float | np.ndarray:  # fmt: skip
-    """Chinchilla eq. 2 with the Approach 3 fit (defaults): L = E + A/N^alpha + B/D^beta."""
-    return E + A * np.power(n, -alpha) + B * np.power(d, -beta)
-
-
-def chinchilla_n_opt(c: float, E: float = 1.69, A: float = 406.4, B: float = 410.7, alpha: float = 0.34,
-                     beta: float = 0.28) -> float:  # fmt: skip
-    """Chinchilla eq. 4: N_opt(C) = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta))."""
-    g = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
-    return g * (c / 6) ** (beta / (alpha + beta))

@@ -1,4 +1,7 @@
-"""Report section of scaling: final loss vs N and D, power-law fits, isoFLOP minima."""
+"""Report section of the scaling plugin: one figure (L(N) at fixed D, L(D) at fixed N, the isoFLOP
+profiles with their parabolas and vertices, loss vs compute with the frontier fit) and the tables of
+exponents, isoFLOP optima and runs, from the fits of plugins/scaling/analysis.py (the same numbers
+the summary rows and claims carry)."""
 
 from __future__ import annotations
 
@@ -8,114 +11,228 @@ from pathlib import Path
 from typing import Any
 
 from bench.contract import Row, Section, Table
-from bench.plots import field_of, first_number, fmt, num, ok_cases, pyplot, readable_log_y, save
+from bench.plots import fmt, pyplot, readable_log_y, save
+from plugins.scaling.analysis import Fits, LawFit, fits_of, groups
+from plugins.scaling.claims import CHINCHILLA_TOKENS_PER_PARAM, CLAIM_BY_ID
+from plugins.scaling.shapes import fmt_n
+from plugins.scaling.summary import PAPER
+
+LOSS = "final validation loss [nats/byte]"
 
 
-def metric_source(row: Row, *names: str) -> str | None:
-    for n in names:
-        m = row.metric(n)
-        if m is not None:
-            return m.source
-    return None
-
-
-SCALE_N = ("params", "n_params", "N")
-SCALE_D = ("tokens", "n_tokens", "D")
-SCALE_SHAPE = ("shape", "preset", "model")
-
-
-def _scale_num(r: dict[str, Any], names: Sequence[str]) -> float | None:
-    """N or D of a scaling row: the metric first (a case's `tokens` param is 0 on isoFLOP runs)."""
-    v = first_number(r, *names)
-    if not v:
-        v = num(field_of(r, *names))
-    return v or None
-
-
-def _budget(r: Row) -> str:
-    """The line a training run belongs to in loss-vs-N: its isoFLOP budget C, or its fixed D."""
-    p = r.params or {}
-    b = str(p.get("budget") or "").replace(" ", "")  # the scaling plugin's "C=3e10" / "D=1.6e6"
-    if b.upper().startswith("C="):
-        return f"C={b[2:]} FLOP (isoFLOP)"
-    if b.upper().startswith("D="):
-        return f"D={b[2:]} tokens"
-    c, d = num(p.get("compute")), num(p.get("tokens"))
-    if c:
-        return f"C={c:.3g} FLOP (isoFLOP)"
-    if d:
-        return f"D={d:.3g} tokens"
-    return "all"
-
-
-def plot_scaling(rows: Sequence[Row], out_dir: Path) -> list[Section]:
-    """Loss vs N (one line per compute budget or fixed D; power-law fits on fixed-D lines, the
-    minimum marked on isoFLOP lines) and loss vs D (one line per model shape)."""
-    from bench.fit import fit_power_law
-
-    rs = [r for r in ok_cases(rows, ("scaling",)) if first_number(r, "final_loss", "loss") is not None and _scale_num(r, SCALE_N)]
-    if not rs:
+def sections(rows: Sequence[Row], out_dir: Path) -> list[Section]:
+    fits = fits_of([r for r in rows if r.plugin == "scaling"], n_boot=500)
+    if not fits.runs:
         return []
     plt = pyplot()
-    by_budget: dict[str, list[Row]] = {}
-    for r in rs:
-        by_budget.setdefault(_budget(r), []).append(r)
-    by_shape: dict[str, list[Row]] = {}
-    for r in rs:
-        shape = field_of(r, *SCALE_SHAPE)
-        by_shape.setdefault(str(shape if shape is not None else f"N={_scale_num(r, SCALE_N):.3g}"), []).append(r)
-    by_shape = {k: v for k, v in by_shape.items() if len({_scale_num(r, SCALE_D) for r in v} - {None}) >= 2}
-    panels = [("N", by_budget)] + ([("D", by_shape)] if by_shape else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.8), squeeze=False)
-    fits: list[list[str]] = []
-    optima: list[list[str]] = []
-    for ax, (axis, series) in zip(axes[0], panels):
-        names = SCALE_N if axis == "N" else SCALE_D
-        for lab, srs in sorted(series.items()):
-            pts = sorted((_scale_num(r, names), first_number(r, "final_loss", "loss"), r) for r in srs if _scale_num(r, names))
-            pts = [(x, y, r) for x, y, r in pts if y and y > 0]
-            if not pts:
-                continue
-            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            legend = lab if axis == "N" else f"shape {lab}"
-            iso = "isoFLOP" in lab
-            if len(set(xs)) >= 2 and not iso:
-                try:
-                    fit = fit_power_law(xs, ys)
-                    legend += f" (exponent {fit.exponent:.3f})"
-                    se = "" if math.isnan(fit.stderr) else f"{fit.stderr:.4f}"
-                    fits.append([f"loss vs {axis}", legend.split(" (exponent")[0], f"{fit.exponent:.4f}", se, f"{fit.r2:.3f}", str(fit.n)])
-                except ValueError:
-                    pass
-            line = ax.plot(xs, ys, marker="o", label=legend)[0]
-            if iso and len(pts) >= 3:
-                x0, y0, r0 = min(pts, key=lambda p: p[1])
-                ax.scatter([x0], [y0], s=120, facecolors="none", edgecolors=line.get_color(), linewidths=2, zorder=3)
-                d0 = _scale_num(r0, SCALE_D)
-                n_all = first_number(r0, "params_total") or x0
-                optima.append([lab, fmt(x0), fmt(d0), fmt(d0 / n_all) if d0 else "", fmt(y0),
-                               "yes" if x0 in (min(xs), max(xs)) else "no"])  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        readable_log_y(ax)
-        ax.set_xlabel("non-embedding parameters N" if axis == "N" else "training tokens D")
-        ax.set_ylabel("final loss")
-        ax.set_title(f"Scaling: final loss vs {axis} (log-log)")
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
+    _panel_n(axes[0][0], fits)
+    _panel_d(axes[0][1], fits)
+    _panel_iso(axes[1][0], fits, plt)
+    _panel_c(axes[1][1], fits, plt)
+    for ax in axes.flat:
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
     name = save(fig, out_dir, "scaling.png")
-    extra = [m for m in ("params_total", "tokens_per_param", "compute") if any(first_number(r, m) is not None for r in rs)]
-    header = ["line", "shape", "N", "D", "final_loss"] + extra
-    body = [[_budget(r), fmt(field_of(r, *SCALE_SHAPE)), fmt(_scale_num(r, SCALE_N)), fmt(_scale_num(r, SCALE_D)),
-             fmt(first_number(r, "final_loss", "loss"))] + [fmt(first_number(r, m)) for m in extra]
-            for r in sorted(rs, key=lambda r: (_budget(r), _scale_num(r, SCALE_N) or 0))]  # fmt: skip
-    tables: list[Table] = []
-    if fits:
-        tables.append(("Power-law fits: loss = a x^k (k = -alpha)", ["fit", "line", "exponent k", "stderr", "R^2", "points"], fits))
-    if optima:
-        tables.append(("isoFLOP minima (circled; the lowest point, not a fitted vertex)",
-                       ["budget", "N at min", "D at min", "tokens/param (D / all params)", "loss", "at the edge of the sweep"], optima))  # fmt: skip
-    tables.append(("Data", header, body))
-    return [Section("Scaling: loss vs model size and data", "scaling", name,
-                    "Final loss of small models trained on real text: lines per compute budget (isoFLOP) or fixed data "
-                    "size; power-law exponents fitted on the fixed-data lines.", tables)]  # fmt: skip
+    tables: list[Table] = [_exponent_table(fits)]
+    if fits.isos:
+        tables.append(_iso_table(fits))
+    tables.append(_data_table(fits))
+    caption = (
+        "Final validation loss of small GPTs trained on the Python docs (bytes): L(N) at fixed data, L(D) at fixed "
+        "size, isoFLOP profiles (C = 6 N_total D) with the parabola in ln N and its vertex (bootstrap 16-84%), and "
+        "loss vs compute with the fit on the compute-efficient frontier. Dashed: plain log-log fits (Kaplan's form); "
+        "dotted: with an irreducible term."
+    )
+    notes = []
+    if fits.rel_noise is not None:
+        notes.append(f"seed-to-seed noise (one repeat): {100 * fits.rel_noise:.2f}% of the final loss")
+    return [Section("Scaling: loss vs model size, data and compute", "scaling", name, caption, tables, notes)]
+
+
+def _fit_lines(ax: Any, f: LawFit | None) -> None:
+    if f is None or f.alpha != f.alpha:
+        return
+    import numpy as np
+
+    xs = np.geomspace(min(f.x), max(f.x), 50)
+    ax.plot(
+        xs,
+        f.prefactor * xs ** (-f.alpha),
+        "k--",
+        lw=1.2,
+        label=f"fit: alpha_{f.what} = {f.alpha:.3f} (Kaplan {PAPER[f.what]})",
+    )
+    if f.sat and f.sat.ok:
+        ax.plot(
+            xs, f.sat.predict(xs), "r:", lw=1.2, label=f"E + A x^-alpha: alpha = {f.sat.alpha:.3f}, E = {f.sat.E:.2f}"
+        )
+
+
+def _log_axes(ax: Any, xlabel: str, title: str) -> None:
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=LOSS, title=title)
+    readable_log_y(ax)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6)
+
+
+def _panel_n(ax: Any, fits: Fits) -> None:
+    for g in groups(fits.runs, "d"):
+        if len({r.n for r in g}) >= 2:
+            g = sorted(g, key=lambda r: r.n)
+            ax.plot([r.n for r in g], [r.loss for r in g], "o-", ms=4, lw=0.8, label=f"D = {fmt_n(g[0].d)} tokens")
+    _fit_lines(ax, fits.law_n)
+    _log_axes(ax, "N (non-embedding parameters)", "L(N) at fixed D" + (f" ({fits.law_n.at})" if fits.law_n else ""))
+
+
+def _panel_d(ax: Any, fits: Fits) -> None:
+    for g in groups(fits.runs, "n"):
+        if len({r.d for r in g}) >= 2:
+            g = sorted(g, key=lambda r: r.d)
+            ax.plot(
+                [r.d for r in g], [r.loss for r in g], "o-", ms=4, lw=0.8, label=f"{g[0].shape} (N = {fmt_n(g[0].n)})"
+            )
+    _fit_lines(ax, fits.law_d)
+    _log_axes(ax, "D (tokens trained)", "L(D) at fixed N" + (f" ({fits.law_d.at})" if fits.law_d else ""))
+
+
+def _panel_iso(ax: Any, fits: Fits, plt: Any) -> None:
+    import numpy as np
+
+    for i, iso in enumerate(fits.isos):
+        col = plt.get_cmap("plasma")(i / max(1, len(fits.isos)))
+        rs, o = iso.runs, iso.opt
+        ax.plot([r.n_total for r in rs], [r.loss for r in rs], "o", color=col, label=f"C = {iso.c:.3g} FLOP")
+        if o.ok:
+            x = np.log([r.n_total for r in rs])
+            a, b, c = np.polyfit(x, [r.loss for r in rs], 2)
+            xs = np.linspace(x.min() - 0.3, x.max() + 0.3, 80)
+            ax.plot(np.exp(xs), a * xs**2 + b * xs + c, "-", color=col, lw=1)
+            xerr = None
+            if o.boot_lo == o.boot_lo:
+                xerr = [[max(0.0, o.n_opt - math.exp(o.boot_lo))], [max(0.0, math.exp(o.boot_hi) - o.n_opt)]]
+            tpp = iso.tpp(o.log_n_opt)
+            ax.errorbar(
+                [o.n_opt],
+                [o.loss_min],
+                xerr=xerr,
+                fmt="*",
+                color=col,
+                ms=12,
+                capsize=3,
+                label=f"optimum: {tpp:.0f} tokens/param",
+            )
+        n20 = math.sqrt(iso.c / (6 * CHINCHILLA_TOKENS_PER_PARAM))  # D = 20 N and C = 6 N D
+        ax.axvline(n20, color=col, ls=":", lw=1, label=f"{CHINCHILLA_TOKENS_PER_PARAM:g} tokens/param (Chinchilla)")
+    ax.set(
+        xscale="log", xlabel="N_total (all parameters)", ylabel=LOSS, title="isoFLOP profiles (Chinchilla Approach 2)"
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6)
+
+
+def _panel_c(ax: Any, fits: Fits, plt: Any) -> None:
+    shapes = sorted({r.shape for r in fits.runs}, key=lambda s: min(r.n_total for r in fits.runs if r.shape == s))
+    cmap = plt.get_cmap("viridis")
+    for i, s in enumerate(shapes):
+        rs = sorted((r for r in fits.runs if r.shape == s), key=lambda r: r.c)
+        label = f"{s} (N_total = {fmt_n(rs[0].n_total)})"
+        ax.plot(
+            [r.c for r in rs],
+            [r.loss for r in rs],
+            "o-",
+            color=cmap(i / max(1, len(shapes) - 1)),
+            ms=4,
+            lw=0.8,
+            label=label,
+        )
+    _fit_lines(ax, fits.law_c)
+    _log_axes(ax, "compute C = 6 N_total D [FLOP]", "loss vs compute (fit on the frontier)")
+
+
+def _exponent_table(fits: Fits) -> Table:
+    body = []
+    for what, f in (("N", fits.law_n), ("D", fits.law_d), ("C", fits.law_c)):
+        claim = CLAIM_BY_ID[f"scale.kaplan.{what.lower()}"]
+        lo, hi = claim.check.lo, claim.check.hi
+        window = f"{lo:g}-{hi:g}"
+        if f is None or f.alpha != f.alpha:
+            body.append([f"L({what})", "-", "0", "-", "-", "-", f"{PAPER[what]}", window, "not measured"])
+            continue
+        irr = f"{f.sat.alpha:.3f}" if f.sat and f.sat.ok else "-"
+        inside = "yes" if lo is not None and hi is not None and lo <= f.alpha <= hi else "no"
+        se = "" if f.alpha_se != f.alpha_se else f" ± {f.alpha_se:.3f}"
+        body.append(
+            [
+                f"L({what})",
+                f.at,
+                str(len(f.x)),
+                f"{f.log_span:.2f}",
+                f"{f.alpha:.4f}{se}",
+                irr,
+                f"{PAPER[what]}",
+                window,
+                inside,
+            ]
+        )
+    header = [
+        "law",
+        "held fixed",
+        "points",
+        "decades",
+        "alpha (log-log)",
+        "alpha (with E)",
+        "Kaplan",
+        "window",
+        "in window",
+    ]
+    return (
+        "Scaling exponents (plain log-log fits, Kaplan eq. 1.1-1.3; window: claims scale.kaplan.n/d/c)",
+        header,
+        body,
+    )
+
+
+def _iso_table(fits: Fits) -> Table:
+    body = []
+    for iso in fits.isos:
+        o = iso.opt
+        sizes = f"{len(iso.runs)}: {fmt_n(iso.runs[0].n_total)}-{fmt_n(iso.runs[-1].n_total)}"
+        if not o.ok:
+            body.append([f"{iso.c:.3g}", sizes, "-", "-", "-", "-", "-", o.message])
+            continue
+        tpp = iso.tpp(o.log_n_opt)
+        se2 = 2 * o.log_n_se
+        sig = f"{tpp * math.exp(-se2):.1f}-{tpp * math.exp(se2):.1f}" if se2 == se2 else "-"
+        boot = f"{iso.tpp(o.boot_hi):.1f}-{iso.tpp(o.boot_lo):.1f}" if o.boot_lo == o.boot_lo else "-"
+        body.append(
+            [
+                f"{iso.c:.3g}",
+                sizes,
+                fmt_n(o.n_opt),
+                fmt_n(iso.c / (6 * o.n_opt)),
+                f"{tpp:.1f}",
+                sig,
+                boot,
+                "yes" if o.interior else "no (a bound)",
+            ]
+        )
+    header = ["C [FLOP]", "sizes", "N_opt", "D_opt", "tokens/param", "1 sigma", "bootstrap 16-84%", "interior"]
+    return ("isoFLOP optima (parabola vertex in ln N_total; Chinchilla ~20 tokens/param)", header, body)
+
+
+def _data_table(fits: Fits) -> Table:
+    body = [
+        [
+            r.shape,
+            fmt(r.n),
+            fmt(r.n_total),
+            fmt(r.d),
+            fmt(r.c),
+            fmt(r.d / r.n_total),
+            fmt(r.loss),
+            f"C={r.budget:.3g}" if r.budget else "D",
+        ]
+        for r in sorted(fits.runs, key=lambda r: (r.n, r.d))
+    ]
+    header = ["shape", "N (non-emb.)", "N_total", "D [tokens]", "C [FLOP]", "tokens/param", "final loss", "budget"]
+    return ("Runs (seed 0)", header, body)
