@@ -18,23 +18,32 @@ are), so one error is one `fails`. A claim that fails is a finding, not an error
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
 
 import click
 
+from bench.checks import KIND_RANK, check_value, combine, fmt, judge
 from bench.contract import Check, Claim, Evidence, Figure, Row
-from bench.tables import fmt_value
+
+__all__ = [
+    "VERDICTS",
+    "ClaimResult",
+    "Outcome",
+    "check_value",
+    "counts",
+    "evaluate",
+    "judge",
+    "render",
+    "summary",
+    "table",
+]
 
 VERDICTS = ("holds", "fails", "reported", "not measured here")
 NO_RESULTS = "no results"  # the device column when no result rows were given
 FORMATS = ("terminal", "markdown", "csv")
 KIND_OF_SOURCE = {"measured": "measured", "simulated": "simulated", "formula": "published", "published": "published"}
-KIND_RANK = {"measured": 0, "simulated": 1, "published": 2}
 
 
 @dataclass
@@ -63,122 +72,6 @@ class ClaimResult:
     def counted(self) -> bool:
         """Aggregates of parts are shown, not counted: their parts carry the verdicts."""
         return self.claim.check.type != "parts"
-
-
-def fmt(v: Any) -> str:
-    """bench/tables.py's number format; "-" for nothing, thousands separators for large counts."""
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int) and abs(v) >= 10_000:
-        return f"{v:,}"  # byte counts: 39,487,696
-    return fmt_value(v)
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, str):
-        try:
-            x = float(v)
-        except ValueError:
-            return None
-        return x if math.isfinite(x) else None
-    return None
-
-
-def _same_decimal(a: Any, b: Any) -> bool:
-    """Exact decimal equality: a float's binary value written out in full equals the string
-    (3.1415920257568359375 is exactly the float32 nearest 3.141592, so float64 holds it)."""
-
-    def dec(x: Any) -> Decimal:
-        return Decimal(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else Decimal(str(x))
-
-    try:
-        da, db = dec(a), dec(b)
-    except (InvalidOperation, ValueError, TypeError):
-        return False
-    return da.is_finite() and da == db
-
-
-# ---------------------------------------------------------------------------------------------
-# One piece of evidence against one check
-
-
-def check_value(check: Check, ev: Evidence, detail_max: int | None = None) -> tuple[str, str]:
-    """(verdict, reason citing the numbers) for one piece of evidence under one check; the
-    plugin's detail follows the numbers, cut to detail_max characters when given."""
-    kind, value = check.type, ev.value
-    u = f" {ev.unit}" if ev.unit else ""
-    detail = ev.detail.strip()
-    if detail_max is not None and len(detail) > detail_max:
-        detail = detail[: max(detail_max - 3, 0)].rstrip() + "..."
-    tail = f" ({detail})" if detail else ""
-    if kind == "plugin":
-        shown = f"{fmt(value)}{u}" if value is not None else "no value"
-        if ev.verdict in ("holds", "fails"):
-            return ev.verdict, f"{shown}; plugin: {detail or 'no detail given'}"
-        return "reported", f"{shown} (the plugin gave no verdict)" + tail
-    if value is None:
-        return "reported", "evidence carries no value" + tail
-    if kind in ("report", "formula", "parts"):
-        return "reported", f"{fmt(value)}{u}" + tail
-    expected = ev.expected if ev.expected is not None else check.value
-    if kind == "exact":
-        if isinstance(value, str) or isinstance(expected, str):
-            ok = str(value) == str(expected) or _same_decimal(value, expected)
-            return ("holds" if ok else "fails"), f"{value!s} {'==' if ok else '!='} {expected!s} (exact)" + tail
-        a, b = _num(value), _num(expected)
-        if a is None or b is None:
-            return "fails", f"cannot compare {value!r} with {expected!r} (not finite numbers)" + tail
-        ok = a == b
-        return ("holds" if ok else "fails"), f"{fmt(a)}{u} {'==' if ok else '!='} {fmt(b)} (exact)" + tail
-    a = _num(value)
-    if a is None:
-        return "fails", f"{value!r} is not a finite number" + tail
-    if kind in ("rel", "abs"):
-        b = _num(expected)
-        if b is None or (kind == "rel" and b == 0):
-            return "reported", f"{fmt(a)}{u}; no expected value to compare with" + tail
-        tol = float(check.tol or 0.0)
-        if kind == "rel":
-            dev = a / b - 1.0
-            ok = abs(dev) <= tol
-            said = f"{fmt(a)}{u} vs {fmt(b)}: {dev * 100:+.2f}%, {'within' if ok else 'outside'} ±{tol * 100:g}%"
-        else:
-            ok = abs(a - b) <= tol
-            said = f"{fmt(a)}{u} vs {fmt(b)}: {a - b:+.3g}, {'within' if ok else 'outside'} ±{tol:g}"
-        return ("holds" if ok else "fails"), said + tail
-    if kind == "range":
-        lo, hi = float(check.lo or 0.0), float(check.hi or 0.0)
-        ok = lo <= a <= hi
-        return ("holds" if ok else "fails"), f"{fmt(a)}{u} {'in' if ok else 'outside'} [{lo:g}, {hi:g}]" + tail
-    if kind == "max":
-        mx = float(check.value)
-        ok = abs(a) <= mx
-        return ("holds" if ok else "fails"), f"|{fmt(a)}|{u} {'<=' if ok else '>'} {mx:g}" + tail
-    raise ValueError(f"unknown check type {kind!r}")
-
-
-def judge(claim: Claim, ev: Evidence) -> str:
-    """The verdict `bench claims` will give this one piece of evidence (for a plugin's display)."""
-    return check_value(claim.check, ev)[0]
-
-
-def combine(parts: Sequence[tuple[str, str, str | None]]) -> tuple[str, str, str | None]:
-    """Several pieces of evidence (verdict, reason, kind) for one claim on one device: fails if one
-    fails, holds if one holds and none fails, else reported; the kind is the strongest of the
-    deciding pieces (measured > simulated > published). The reason lists every number."""
-    verdicts = [v for v, _, _ in parts]
-    v = "fails" if "fails" in verdicts else "holds" if "holds" in verdicts else "reported"
-    kinds = [k for pv, _, k in parts if pv == v and k]
-    kind = min(kinds, key=lambda k: KIND_RANK[k]) if kinds else None
-    if len(parts) == 1:
-        return v, parts[0][1], kind
-    return v, "; ".join(f"[{pv}] {r}" for pv, r, _ in parts), kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,8 +137,8 @@ def _evidence_outcome(claim: Claim, evs: list[tuple[Evidence, Row]], detail_max:
             reason = f"{ev.source}, {_where(row)}: {reason}"
         parts.append((v, reason, kind))
         figures.append(Figure(ev.value, ev.unit, ev.source, ev.detail))
-    v, reason, kind = combine(parts)
-    return Outcome(v, reason, figures, kind if v in ("holds", "fails") else None)
+    v, reason, k = combine(parts)
+    return Outcome(v, reason, figures, k if v in ("holds", "fails") else None)
 
 
 def evaluate(
@@ -281,8 +174,12 @@ def evaluate(
                 fo = judged_formula[claim.id]
                 if evs:  # a plugin measured it too: both shown, any failure wins
                     eo = _evidence_outcome(Claim(**{**claim.__dict__, "check": Check("plugin")}), evs, detail_max)
-                    v, reason, kind = combine([(fo.verdict, f"formula: {fo.reason}", fo.kind),
-                                               (eo.verdict, f"evidence: {eo.reason}", eo.kind)])  # fmt: skip
+                    v, reason, kind = combine(
+                        [
+                            (fo.verdict, f"formula: {fo.reason}", fo.kind),
+                            (eo.verdict, f"evidence: {eo.reason}", eo.kind),
+                        ]
+                    )
                     outcomes[dev] = Outcome(v, reason, fo.figures + eo.figures, kind)
                 else:
                     outcomes[dev] = fo
@@ -301,8 +198,16 @@ def evaluate(
                 res.outcomes[dev] = _parts_outcome([(pid, by_id[pid].outcomes[dev]) for pid in res.claim.check.parts])
     known = {c.id for _, c in registry}
     for cid in sorted({cid for (_, cid) in found} - known):
-        claim = Claim(cid, "(evidence for an id no installed plugin declares)", "", "", "", Check("report"),
-                      "install the plugin that declares it", metric="")  # fmt: skip
+        claim = Claim(
+            cid,
+            "(evidence for an id no installed plugin declares)",
+            "",
+            "",
+            "",
+            Check("report"),
+            "install the plugin that declares it",
+            metric="",
+        )
         outcomes = {
             dev: _evidence_outcome(claim, found[(dev, cid)], detail_max)
             if (dev, cid) in found
@@ -341,7 +246,9 @@ def _parts_outcome(parts: list[tuple[str, Outcome]]) -> Outcome:
 # Tables
 
 
-def table(devices: Sequence[str], results: Sequence[ClaimResult], fmt_name: str = "terminal") -> tuple[list[str], list[list[str]]]:
+def table(
+    devices: Sequence[str], results: Sequence[ClaimResult], fmt_name: str = "terminal"
+) -> tuple[list[str], list[list[str]]]:
     """Header and body: one row per claim; per device a measured and a verdict column
     (csv: verdict, kind and reason apart)."""
     header = ["id", "claim", "expected"]
@@ -359,7 +266,9 @@ def table(devices: Sequence[str], results: Sequence[ClaimResult], fmt_name: str 
         line = [c.id, claim_text, exp]
         for d in devices:
             o = res.outcomes[d]
-            line.append("; ".join(f"{fmt(f.value)}{' ' + f.unit if f.unit else ''} ({f.source})" for f in o.figures) or "-")
+            line.append(
+                "; ".join(f"{fmt(f.value)}{' ' + f.unit if f.unit else ''} ({f.source})" for f in o.figures) or "-"
+            )
             line += [o.verdict, o.kind or "", o.reason] if fmt_name == "csv" else [o.cell()]
         body.append(line)
     return header, body
@@ -410,8 +319,10 @@ def summary(devices: Sequence[str], results: Sequence[ClaimResult]) -> str:
             kinds = [f"{by_kind[k]} {k}" for k in ("measured", "simulated", "published") if by_kind.get(k)]
             parts.append(f"{total} {v}" + (f" ({', '.join(kinds)})" if kinds and v in ("holds", "fails") else ""))
         lines.append(f"{d}: {n} claims: " + ", ".join(parts))
-    lines.append("(measured: on that device in that run; simulated: fake tensors / process group; "
-                 "published: arithmetic over printed numbers)")  # fmt: skip
+    lines.append(
+        "(measured: on that device in that run; simulated: fake tensors / process group; "
+        "published: arithmetic over printed numbers)"
+    )
     return "\n".join(lines)
 
 

@@ -17,14 +17,21 @@ from bench.contract import PROFILES, RESERVED_FLAGS
 from bench.errors import BenchError, UsageError
 
 RUN_OPTIONS = RESERVED_FLAGS  # the names a plugin flag may not take (checked by discovery)
+STARTED = time.time()  # `bench run --deadline S` counts from here, the command's own start-up included
 
 
 class BenchGroup(click.Group):
     """Turns known error types into clean messages and exit codes, never a traceback; click's own
     usage errors become one line too."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -157,21 +164,106 @@ def list_cmd(only: str | None) -> None:
 )
 @click.option("--plugin", "plugins", multiple=True, help="Plugin to run (repeat for several). See `bench list`.")
 @click.option("--all", "run_all", is_flag=True, help="Run every available plugin (the default suite).")
-@click.option("--profile", type=click.Choice(PROFILES), default=None, help="Case grid: quick (CPU/CI), full, gpu. Default: gpu with CUDA, else quick.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Result file (JSON lines; appended). Default: results/runs/<device>-<what>-<run id>.jsonl")
-@click.option("--timeout", type=Finite(1, 86400), default=None, help="Per-case time limit in seconds (default: the plugin's).")
-@click.option("--deadline", type=Finite(1, 7 * 86400), default=None, help="Seconds from now by which the whole run ends: cases are cut to fit, those that cannot start are skipped rows.")
-@click.option("--plan", "plan_only", is_flag=True, help="Print every case with an estimate of its time (stated assumptions); run nothing.")
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILES),
+    default=None,
+    help="Case grid: quick (CPU/CI), full, gpu. Default: gpu with CUDA, else quick.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Result file (JSON lines; appended). Default: results/runs/<device>-<what>-<run id>.jsonl",
+)
+@click.option(
+    "--timeout", type=Finite(1, 86400), default=None, help="Per-case time limit in seconds (default: the plugin's)."
+)
+@click.option(
+    "--deadline",
+    type=Finite(1, 7 * 86400),
+    default=None,
+    help="Seconds from now by which the whole run ends: cases are cut to fit, those that cannot start are skipped rows.",
+)
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print every case with an estimate of its time (stated assumptions); run nothing.",
+)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1, max=4096), default=None, help="torch threads per process (default: cores / ranks).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1, max=4096),
+    default=None,
+    help="torch threads per process (default: cores / ranks).",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu"]), default="auto", show_default=True)
-@click.option("--max-time", type=Finite(0.05, 3600), default=2.0, show_default=True, help="Time cap per timed measurement, seconds.")
-@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "csv", "none"]), default="terminal", show_default=True)
+@click.option(
+    "--max-time",
+    type=Finite(0.05, 3600),
+    default=2.0,
+    show_default=True,
+    help="Time cap per timed measurement, seconds.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["terminal", "markdown", "csv", "none"]), default="terminal", show_default=True
+)
 @click.option("--strict", is_flag=True, help="Exit 1 if any case ends oom/error/timeout.")
+@click.option(
+    "--nnodes",
+    type=click.IntRange(1, 65536),
+    default=1,
+    show_default=True,
+    help="Nodes every torchrun case spans: start the same `bench run` on each node (srun; see `bench slurm`).",
+)
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Ranks per node (default: the case's world size / --nnodes).",
+)
+@click.option(
+    "--rdzv-endpoint",
+    default=None,
+    help="HOST:PORT of the first node, reachable from every node: its `bench run` hosts the run's store there and writes the result file.",
+)
+@click.option(
+    "--rdzv-id", default=None, help="Rendezvous id (default: $SLURM_JOB_ID, else 'bench'); case C rendezvous as ID-C."
+)
+@click.option(
+    "--rdzv-timeout",
+    type=Finite(1, 86400),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for every node (to join the run, to reach each case).",
+)
+@click.option(
+    "--all-nodes-local", is_flag=True, help="Testing: every node runs on this host (allows a loopback --rdzv-endpoint)."
+)
 @click.argument("plugin_args", nargs=-1, type=click.UNPROCESSED)
-def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: Path | None,
-            timeout: float | None, deadline: float | None, plan_only: bool, seed: int, threads: int | None, device: str,
-            max_time: float, fmt: str, strict: bool, plugin_args: tuple[str, ...]) -> None:  # fmt: skip
+def run_cmd(
+    plugins: tuple[str, ...],
+    run_all: bool,
+    profile: str | None,
+    out: Path | None,
+    timeout: float | None,
+    deadline: float | None,
+    plan_only: bool,
+    seed: int,
+    threads: int | None,
+    device: str,
+    max_time: float,
+    fmt: str,
+    strict: bool,
+    nnodes: int,
+    nproc_per_node: int | None,
+    rdzv_endpoint: str | None,
+    rdzv_id: str | None,
+    rdzv_timeout: float,
+    all_nodes_local: bool,
+    plugin_args: tuple[str, ...],
+) -> None:
     """Run plugins' cases; plugin parameters are flags: bench run --plugin fsdp --stage 3 --seq 512,1024"""
     from bench.discovery import discover, get_plugin
     from bench.params import expand_grid, parse_flags
@@ -204,25 +296,48 @@ def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: P
             if why:
                 raise UsageError(f"{name}: {why}")
         plan.append((p, cases))
-    if plan_only:
-        from bench import plan as planner
+    from bench import rendezvous
 
+    ncfg = rendezvous.check_options(nnodes, nproc_per_node, rdzv_endpoint, rdzv_id, rdzv_timeout, all_nodes_local, plan)
+    if plan_only:
         import torch
 
-        dev = "cuda" if torch.cuda.is_available() and device != "cpu" else "cpu"
+        from bench import plan as planner
+
+        # the gpu profile is planned for a GPU wherever the plan is made (a CPU machine checks it too)
+        dev = "cuda" if profile == "gpu" or (torch.cuda.is_available() and device != "cpu") else "cpu"
         planned = [c for p, cases in plan for c in planner.plan(p, cases, dev, timeout)]
         click.echo(f"plan: profile {profile} on {dev}")
         click.echo(planner.render(planned, deadline))
         return
     run_id = new_run_id()
     what = names[0] if len(names) == 1 else "suite"
+    if out is not None:
+        check_writable(out)
+    nodes = None
+    if ncfg is not None:  # several nodes: join the run's rendezvous; the writer's run id is everyone's
+        nodes = rendezvous.start(ncfg, plan, profile, run_id, say=lambda m: click.echo(m, err=True))
+        run_id = nodes.run_id
     out = out if out is not None else default_out(run_id, what)
     check_writable(out)
-    opts = RunOptions(profile=profile, out=out, timeout_s=timeout, seed=seed, threads=threads, max_time_s=max_time,
-                      device=device, run_id=run_id, deadline=time.time() + deadline if deadline else None)  # fmt: skip
+    opts = RunOptions(
+        profile=profile,
+        out=out,
+        timeout_s=timeout,
+        seed=seed,
+        threads=threads,
+        max_time_s=max_time,
+        device=device,
+        run_id=run_id,
+        deadline=STARTED + deadline if deadline else None,
+        nodes=nodes,
+    )
     total = sum(len(c) for _, c in plan)
-    click.echo(f"run {run_id}: {total} cases ({', '.join(f'{p.name}: {len(c)}' for p, c in plan)}), "
-               f"profile {profile}, writing {opts.out}", err=True)  # fmt: skip
+    click.echo(
+        f"run {run_id}: {total} cases ({', '.join(f'{p.name}: {len(c)}' for p, c in plan)}), "
+        f"profile {profile}, writing {opts.out if nodes is None or nodes.writes else 'no rows here (the node hosting the store writes them)'}",
+        err=True,
+    )
     rows: list[Any] = []
     walls: list[tuple[str, float, int]] = []
     interrupted = False
@@ -240,12 +355,20 @@ def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: P
         walls.append((p.name, time.time() - t, len(cases)))
         if interrupted:
             break
+    if nodes is not None:
+        nodes.close()
+        if not nodes.writes:
+            click.echo(
+                f"this node writes no rows: the node hosting {nodes.cfg.endpoint} ({nodes.hosts.get(nodes.writer_index, '?')}) "
+                "wrote every rank's rows to its --out",
+                err=True,
+            )
     if fmt != "none" and rows:
         pm = {p.name: p.table_metrics for p, _ in plan if p.table_metrics}
         click.echo(render_rows(rows, fmt, plugin_metrics=pm))
     bad = [r for r in rows if r.failed]
     for name, secs, n in walls:
-        click.echo(f"wall time {name}: {secs:.1f} s ({n} cases)", err=True)
+        click.echo(f"wall time {name}: {secs:.1f} s ({n} case{'' if n == 1 else 's'})", err=True)
     click.echo(f"wall time total: {time.time() - t0:.1f} s", err=True)
     click.echo(f"{len(rows)} rows written to {opts.out}" + (f"; {len(bad)} failed" if bad else ""), err=True)
     if interrupted:
@@ -256,7 +379,12 @@ def run_cmd(plugins: tuple[str, ...], run_all: bool, profile: str | None, out: P
 
 @main.command("summarize")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Append the summary rows here (default: to each input file).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the summary rows here (default: to each input file).",
+)
 @click.option("--force", is_flag=True, help="Also for runs that already have summary rows (they are added again).")
 def summarize_cmd(results: tuple[Path, ...], out: Path | None, force: bool) -> None:
     """Rebuild the plugins' summary rows (fits, ratios, claim evidence) from the case rows of a
@@ -289,13 +417,18 @@ def summarize_cmd(results: tuple[Path, ...], out: Path | None, force: bool) -> N
                 r.fingerprint = rs[0].fingerprint
             append_rows(dest, new)
             written += len(new)
-            click.echo(f"{f}: run {run_id} {name}: {len(new)} summary rows from {sum(r.is_case for r in rs)} case rows -> {dest}", err=True)
+            click.echo(
+                f"{f}: run {run_id} {name}: {len(new)} summary rows from {sum(r.is_case for r in rs)} case rows -> {dest}",
+                err=True,
+            )
     click.echo(f"{written} summary rows written")
 
 
 @main.command("show")
 @click.argument("results", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "csv"]), default="terminal", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["terminal", "markdown", "csv"]), default="terminal", show_default=True
+)
 @click.option("--plugin", default=None, help="Only this plugin's rows.")
 @click.option("--metrics", default=None, help="Comma-separated metric names to show.")
 @click.option("--all-metrics", is_flag=True, help="Show every metric (default: the plugin's preferred columns).")
@@ -333,9 +466,9 @@ def env_cmd(as_json: bool) -> None:
 
 def _register() -> None:
     # Each command lives in its own module and exposes `command`; heavy imports stay inside it.
-    from bench import claims, compare, regress, report
+    from bench import claims, compare, regress, report, slurm
 
-    for mod in (compare, regress, claims, report):
+    for mod in (compare, regress, claims, report, slurm):
         main.add_command(mod.command)
 
 

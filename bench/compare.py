@@ -18,6 +18,7 @@ Inputs are bench JSON lines (files or folders) or pytest-benchmark JSON files; o
 holding several runs is split by run id. --export-pytest-benchmark writes each input in
 pytest-benchmark's format (`pytest-benchmark compare FILE` reads it).
 """
+
 from __future__ import annotations
 
 import json
@@ -71,9 +72,10 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _metrics_for(sides: list[Row], wanted: Sequence[str] | None, all_metrics: bool,
-                 preferred: Sequence[str] = ()) -> list[str]:  # fmt: skip
-    from bench.regress import is_meta
+def _metrics_for(
+    sides: list[Row], wanted: Sequence[str] | None, all_metrics: bool, preferred: Sequence[str] = ()
+) -> list[str]:
+    from bench.regress import is_meta, samples_key
 
     present: list[str] = []
     for r in sides:
@@ -84,7 +86,11 @@ def _metrics_for(sides: list[Row], wanted: Sequence[str] | None, all_metrics: bo
         return [m for m in wanted if m in present]
     if all_metrics:
         return present
-    chosen = [m for m in list(dict.fromkeys([*preferred, *CORE_NORMALISED])) if m in present]
+    from bench.regress import is_timing_name
+
+    # the plugin's own choice, then every timing with raw samples, then the core's normalised columns
+    timed = [m for m in present if is_timing_name(m) and any(samples_key(r, m) for r in sides)]
+    chosen = [m for m in dict.fromkeys([*preferred, *timed, *CORE_NORMALISED]) if m in present]
     return chosen or present
 
 
@@ -92,8 +98,11 @@ def preferred_metrics() -> dict[str, tuple[str, ...]]:
     """Per installed plugin: its table metrics, then its normalised ones (what compare shows by default)."""
     from bench.discovery import discover
 
-    return {n: tuple(dict.fromkeys([*f.plugin.table_metrics, *f.plugin.normalised]))
-            for n, f in discover().items() if f.plugin}  # fmt: skip
+    return {
+        n: tuple(dict.fromkeys([*f.plugin.table_metrics, *f.plugin.normalised]))
+        for n, f in discover().items()
+        if f.plugin
+    }
 
 
 def normalised_names() -> list[str]:
@@ -105,9 +114,14 @@ def normalised_names() -> list[str]:
     return names
 
 
-def build(inputs: list[Input], metrics: Sequence[str] | None = None, all_metrics: bool = False,
-          plugin: str | None = None, long_headers: bool = False,
-          preferred: dict[str, tuple[str, ...]] | None = None) -> list[tuple[str, list[str], list[list[str]], dict[str, Any]]]:  # fmt: skip
+def build(
+    inputs: list[Input],
+    metrics: Sequence[str] | None = None,
+    all_metrics: bool = False,
+    plugin: str | None = None,
+    long_headers: bool = False,
+    preferred: dict[str, tuple[str, ...]] | None = None,
+) -> list[tuple[str, list[str], list[list[str]], dict[str, Any]]]:
     """Tables, one per (plugin, kind): (caption, header, body, info). Input columns are headed
     A, B, ... (the legend above the tables names each), or 'A: <device> <run id>' with long_headers."""
     from bench.regress import GateConfig, compare_samples, direction, group, is_timing_name
@@ -128,7 +142,9 @@ def build(inputs: list[Input], metrics: Sequence[str] | None = None, all_metrics
     for (plug, kind), keys in groups.items():
         reps = [next(g[k].row for g in idx if k in g) for k in keys]
         pkeys = list(dict.fromkeys(p for r in reps for p in r.params))
-        varying = [p for p in pkeys if len({json.dumps(r.params.get(p), sort_keys=True, default=str) for r in reps}) > 1]
+        varying = [
+            p for p in pkeys if len({json.dumps(r.params.get(p), sort_keys=True, default=str) for r in reps}) > 1
+        ]
         const = {p: reps[0].params.get(p) for p in pkeys if p not in varying}
         lkeys = list(dict.fromkeys(lk for r in reps for lk in r.labels))
         all_rows = [g[k].row for k in keys for g in idx if k in g]
@@ -147,20 +163,20 @@ def build(inputs: list[Input], metrics: Sequence[str] | None = None, all_metrics
             one_sided += bool(only)
             case = [fmt_value(rep.params.get(p)) for p in varying]
             case += [fmt_value(rep.labels.get(lk)) for lk in lkeys]
-            sides = [g[k] if k in g else None for g in idx]
+            sides = [g.get(k, None) for g in idx]
             names = [m for m in mnames if any(s and m in s.row.metrics for s in sides)]
             if not names:  # a row without the selected metrics (a failed case): show its status
-                line = case + ["status"]
+                line = [*case, "status"]
                 for i, s in enumerate(sides):
                     line.append(s.row.status if s else "-")
                     if i:
                         line.append("")
-                body.append(line + [only])
+                body.append([*line, only])
                 continue
             for m in names:
                 ref = sides[0].row.metrics.get(m) if sides[0] else None
                 unit = next((s.row.metrics[m].unit for s in sides if s and m in s.row.metrics), "")
-                line = case + [f"{m} [{unit}]" if unit and len(unit) <= 24 else m]
+                line = [*case, f"{m} [{unit}]" if unit and len(unit) <= 24 else m]
                 a_val = ref.value if ref else None
                 for i, s in enumerate(sides):
                     mm = s.row.metrics.get(m) if s else None
@@ -168,15 +184,15 @@ def build(inputs: list[Input], metrics: Sequence[str] | None = None, all_metrics
                     line.append(fmt_value(v) if s and s.row.ok else (s.row.status if s else "-"))
                     if i:
                         ratio = ""
-                        if _numeric(v) and _numeric(a_val) and a_val:
+                        if isinstance(v, (int, float)) and isinstance(a_val, (int, float)) and _numeric(v) and a_val:
                             ratio = f"{v / a_val:.3g}"
                             if is_timing_name(m) and sides[0] is not None and s is not None:
                                 xa, xb = sides[0].samples(m), s.samples(m)
                                 if xa and xb:
-                                    r = compare_samples(xa, xb, direction(m, mm) or "lower", cfg)
-                                    ratio += " " + MARKS[r.verdict]
+                                    tr = compare_samples(xa, xb, direction(m, mm) or "lower", cfg)
+                                    ratio += " " + MARKS[tr.verdict]
                         line.append(ratio)
-                body.append(line + [only])
+                body.append([*line, only])
         info = {"const": const, "one_sided": one_sided, "rows": len(keys)}
         out.append((f"{plug}" + (" (summary)" if kind == "summary" else ""), header, body, info))
     return out
@@ -186,24 +202,39 @@ def machine_note(inputs: list[Input]) -> str:
     ids = [inp.machines for inp in inputs]
     flat = set().union(*ids)
     if len(flat) <= 1:
-        return (f"all inputs ran on one machine (machine_id {next(iter(flat), None)}): "
-                "`bench regress --baseline A --current B` gates the differences")  # fmt: skip
-    return ("DIFFERENT MACHINES (" + "; ".join(f"{inp.name}: {', '.join(sorted(map(str, m)))}" for inp, m in zip(inputs, ids))
-            + "): timing differences are a comparison across machines, not a regression. "
-            "Compare across devices with the normalised columns: " + ", ".join(normalised_names()) + ".")  # fmt: skip
+        return (
+            f"all inputs ran on one machine (machine_id {next(iter(flat), None)}): "
+            "`bench regress --baseline A --current B` gates the differences"
+        )
+    return (
+        "DIFFERENT MACHINES ("
+        + "; ".join(f"{inp.name}: {', '.join(sorted(map(str, m)))}" for inp, m in zip(inputs, ids))
+        + "): timing differences are a comparison across machines, not a regression. "
+        "Compare across devices with the normalised columns: " + ", ".join(normalised_names()) + "."
+    )
 
 
-def render(inputs: list[Input], fmt: str = "terminal", metrics: Sequence[str] | None = None,
-           all_metrics: bool = False, plugin: str | None = None) -> str:  # fmt: skip
-    from bench.tables import fmt_value, render as render_table, titled
+def render(
+    inputs: list[Input],
+    fmt: str = "terminal",
+    metrics: Sequence[str] | None = None,
+    all_metrics: bool = False,
+    plugin: str | None = None,
+) -> str:
+    from bench.tables import fmt_value, titled
+    from bench.tables import render as render_table
 
     parts = []
     if fmt != "csv":
         for inp in inputs:
-            parts.append(f"{inp.name} = {inp.path}: {inp.label} ({len(inp.rows)} rows; machine "
-                         f"{', '.join(sorted(map(str, inp.machines)))})")  # fmt: skip
+            parts.append(
+                f"{inp.name} = {inp.path}: {inp.label} ({len(inp.rows)} rows; machine "
+                f"{', '.join(sorted(map(str, inp.machines)))})"
+            )
         parts.append(machine_note(inputs))
-        parts.append("marks on timing ratios (raw samples, Mann-Whitney + min effect): + worse, - better, ~ within noise, ? undecided\n")
+        parts.append(
+            "marks on timing ratios (raw samples, Mann-Whitney + min effect): + worse, - better, ~ within noise, ? undecided\n"
+        )
     tables = build(inputs, metrics, all_metrics, plugin, long_headers=fmt == "csv", preferred=preferred_metrics())
     if not tables:
         raise UsageError("no rows to compare" + (f" for plugin {plugin!r}" if plugin else ""))
@@ -226,24 +257,48 @@ def export(inputs: list[Input], out: Path) -> list[str]:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", inp.label).strip("-")
         path = out if single else out / f"{i:04d}_{slug}.json"
         n, skipped = write_pytest_benchmark(inp.rows, path)
-        msgs.append(f"wrote {path}: {n} benchmarks" + (f"; {skipped} rows without timing samples left out "
-                                                       "(pytest-benchmark holds timings only)" if skipped else ""))  # fmt: skip
+        msgs.append(
+            f"wrote {path}: {n} benchmarks"
+            + (
+                f"; {skipped} rows without timing samples left out (pytest-benchmark holds timings only)"
+                if skipped
+                else ""
+            )
+        )
     return msgs
 
 
 @click.command("compare")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "csv"]), default="terminal", show_default=True)
-@click.option("--metrics", default=None, help="Comma-separated metric names (default: times, throughput, the normalised "
-              "columns mfu/pct_matmul/bytes_per_param, memory, losses -- those present).")  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["terminal", "markdown", "csv"]), default="terminal", show_default=True
+)
+@click.option(
+    "--metrics",
+    default=None,
+    help="Comma-separated metric names (default: times, throughput, the normalised "
+    "columns mfu/pct_matmul/bytes_per_param, memory, losses -- those present).",
+)
 @click.option("--all-metrics", is_flag=True, help="Every numeric metric.")
 @click.option("--plugin", default=None, help="Only this plugin's rows.")
-@click.option("--export-pytest-benchmark", "export_to", type=click.Path(path_type=Path), default=None, metavar="OUT",
-              help="Also write each input in pytest-benchmark's JSON format (stats from the raw samples, `data` "
-                   "kept): OUT/0001_<label>.json, ...; with one input, OUT may be a .json file. Read them with "
-                   "`pytest-benchmark compare OUT/*.json`.")  # fmt: skip
-def command(inputs: tuple[Path, ...], fmt: str, metrics: str | None, all_metrics: bool, plugin: str | None,
-            export_to: Path | None) -> None:  # fmt: skip
+@click.option(
+    "--export-pytest-benchmark",
+    "export_to",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="OUT",
+    help="Also write each input in pytest-benchmark's JSON format (stats from the raw samples, `data` "
+    "kept): OUT/0001_<label>.json, ...; with one input, OUT may be a .json file. Read them with "
+    "`pytest-benchmark compare OUT/*.json`.",
+)
+def command(
+    inputs: tuple[Path, ...],
+    fmt: str,
+    metrics: str | None,
+    all_metrics: bool,
+    plugin: str | None,
+    export_to: Path | None,
+) -> None:
     """Compare result sets side by side: INPUTS are bench results (files/folders) or pytest-benchmark JSON files.
 
     \b

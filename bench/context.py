@@ -3,13 +3,13 @@
 Plugins call these instead of timing or measuring memory themselves, so every plugin's
 figures come from one implementation (timing.py, memory.py, flops.py).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -53,40 +53,48 @@ class Context:
     def count_flops(self, fn: Callable[[], Any]) -> int:
         return _flops.count_flops(fn)
 
-    def throughput(self, flops: float, seconds: float, dtype: Any, with_matmul: bool = True) -> dict[str, Metric]:
-        return _flops.throughput_metrics(flops, seconds, dtype, self.device, with_matmul=with_matmul)
+    def throughput(
+        self, flops: float, seconds: float, dtype: Any, with_matmul: bool = True, energy_j: float | None = None
+    ) -> dict[str, Metric]:
+        """TFLOP/s, MFU, % of the measured matmul; J/TFLOP when energy_j (a Timing's) is given."""
+        return _flops.throughput_metrics(flops, seconds, dtype, self.device, with_matmul=with_matmul, energy_j=energy_j)
 
     # --- budgets -----------------------------------------------------------------------------
-    def afford(self, build: Callable[[int], Callable[[], Any]], sizes: Sequence[int], budget_s: float, *,
-               exponent: float = 3.0, calls: int = 12, what: str = "the kernel") -> tuple[int, str]:  # fmt: skip
+    def afford(
+        self,
+        build: Callable[[int], Callable[[], Any]],
+        sizes: Sequence[int],
+        budget_s: float,
+        *,
+        exponent: float = 3.0,
+        calls: int = 12,
+        what: str = "the kernel",
+    ) -> tuple[int, str]:
         """Probe a kernel whose speed depends on the machine (fp8 on a CPU, an emulated dtype, a
-        fallback path): time one call at the smallest size (after one warm-up call), extrapolate as
-        size^exponent, and return the largest size whose measurement (~`calls` calls) fits budget_s,
-        with a note of what was measured. raise Skip when even the smallest size does not fit."""
+        fallback path): cost one call at the smallest size (after one warm-up call; bench.timing.
+        call_cost: on a CPU the smaller of wall and CPU time, so other work on a busy machine delays a
+        kernel but does not make it look slow), extrapolate as size^exponent, and return
+        the largest size whose measurement (~`calls` calls) fits budget_s, with a note of what was
+        measured. raise Skip when even the smallest size does not fit."""
         from bench.contract import Skip
 
         n0 = min(sizes)
         fn = build(n0)
-        t0 = time.perf_counter()
-        fn()
-        self._sync()
-        first = time.perf_counter() - t0
+        first = _timing.call_cost(fn, self.device)
         if first * calls > budget_s:
-            raise Skip(f"{what}: one call at size {n0} took {first:.3g} s (first call); ~{calls} calls would "
-                       f"need {first * calls:.3g} s, over the budget of {budget_s:g} s")  # fmt: skip
-        t0 = time.perf_counter()
-        fn()
-        self._sync()
-        one = max(time.perf_counter() - t0, 1e-9)
+            raise Skip(
+                f"{what}: one call at size {n0} took {first:.3g} s (first call); ~{calls} calls would "
+                f"need {first * calls:.3g} s, over the budget of {budget_s:g} s"
+            )
+        one = max(_timing.call_cost(fn, self.device), 1e-9)
         fits = [n for n in sizes if one * (n / n0) ** exponent * calls <= budget_s]
         if not fits:
-            raise Skip(f"{what}: one call at size {n0} took {one:.3g} s; ~{calls} calls would need "
-                       f"{one * calls:.3g} s, over the budget of {budget_s:g} s")  # fmt: skip
+            raise Skip(
+                f"{what}: one call at size {n0} took {one:.3g} s; ~{calls} calls would need "
+                f"{one * calls:.3g} s, over the budget of {budget_s:g} s"
+            )
         n = max(fits)
-        note = (f"{what}: probed one call at size {n0}: {one * 1e3:.3g} ms; budget {budget_s:g} s -> size {n}"
-                + (f" (capped from {max(sizes)})" if n < max(sizes) else ""))  # fmt: skip
+        note = f"{what}: probed one call at size {n0}: {one * 1e3:.3g} ms (cost); budget {budget_s:g} s -> size {n}" + (
+            f" (capped from {max(sizes)})" if n < max(sizes) else ""
+        )
         return n, note
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)

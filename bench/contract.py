@@ -59,31 +59,32 @@ if TYPE_CHECKING:  # pragma: no cover
     from bench.timing import Timing
 
 __all__ = [
+    "FAILED",
+    "KINDS",
     "PROFILES",
     "RESERVED_FLAGS",
-    "STATUSES",
-    "FAILED",
     "SOURCES",
-    "KINDS",
-    "Metric",
-    "Evidence",
-    "Row",
-    "Record",
-    "Launch",
-    "Skip",
-    "param",
+    "STATUSES",
     "Check",
     "Claim",
+    "Context",
+    "Evidence",
     "Figure",
     "Judged",
-    "Section",
-    "Table",
-    "Plugin",
+    "Launch",
+    "Metric",
     "NoParams",
+    "Plugin",
+    "Record",
+    "Row",
+    "Section",
+    "Skip",
+    "Table",
     "claim_record",
-    "timing_metrics",
+    "judge",
     "memory_metrics",
-    "Context",
+    "param",
+    "timing_metrics",
 ]
 
 PROFILES = ("quick", "full", "gpu")
@@ -92,10 +93,29 @@ Status = Literal["ok", "skipped", "oom", "error", "timeout"]
 KINDS = ("measured", "simulated", "published")  # what a verdict rests on
 # Options of `bench run` itself: a plugin flag of one of these names would be swallowed by it.
 RESERVED_FLAGS = (
-    "plugin", "all", "profile", "out", "timeout", "seed", "threads", "device", "max-time", "format", "strict",
-    "plan", "deadline", "nnodes", "nproc-per-node", "rdzv-endpoint", "rdzv-id", "rdzv-timeout", "node-rank",
-    "help", "h",
-)  # fmt: skip
+    "plugin",
+    "all",
+    "profile",
+    "out",
+    "timeout",
+    "seed",
+    "threads",
+    "device",
+    "max-time",
+    "format",
+    "strict",
+    "plan",
+    "deadline",
+    "nnodes",
+    "nproc-per-node",
+    "rdzv-endpoint",
+    "rdzv-id",
+    "rdzv-timeout",
+    "node-rank",
+    "all-nodes-local",
+    "help",
+    "h",
+)
 
 
 # --- what run() returns -------------------------------------------------------------------------
@@ -142,12 +162,15 @@ class Launch:
     reuse: a "process" case that cannot crash, hang or exhaust memory (exact bytes, casts,
         formulas) may run in a warm worker shared with other such cases (no interpreter start-up
         each); its time limit still holds, and a failure costs only that case.
+    threads: torch threads per process the case wants (e.g. 1 for models too small to split
+        across cores); None: cores / ranks. The user's `bench run --threads` always wins.
     """
 
     kind: Literal["process", "torchrun"] = "process"
     nproc: int = 1
     timeout_s: float = 300.0
     reuse: bool = False
+    threads: int | None = None
 
 
 def param(default: Any, help: str = "", choices: Sequence[Any] | None = None) -> Any:
@@ -200,15 +223,15 @@ CHECK_TYPES = ("exact", "rel", "abs", "range", "max", "plugin", "report", "formu
 class Check:
     """How evidence is judged.
 
-      exact    value == expected (strings compared as written; floats by their exact binary value)
-      rel      |value / expected - 1| <= tol (expected: the evidence's own, else `value`)
-      abs      |value - expected| <= tol
-      range    lo <= value <= hi
-      max      |value| <= value
-      plugin   the plugin's verdict in the evidence ("holds"/"fails"), with its detail
-      report   shown, never judged
-      formula  `formula()` judges printed numbers (a Judged); evidence from rows, if any, joins it
-      parts    holds when every part with a verdict holds, fails when one fails
+    exact    value == expected (strings compared as written; floats by their exact binary value)
+    rel      |value / expected - 1| <= tol (expected: the evidence's own, else `value`)
+    abs      |value - expected| <= tol
+    range    lo <= value <= hi
+    max      |value| <= value
+    plugin   the plugin's verdict in the evidence ("holds"/"fails"), with its detail
+    report   shown, never judged
+    formula  `formula()` judges printed numbers (a Judged); evidence from rows, if any, joins it
+    parts    holds when every part with a verdict holds, fails when one fails
     """
 
     type: str
@@ -283,16 +306,21 @@ def claim_record(claim: Claim, ev: Evidence, labels: dict[str, Any] | None = Non
     """A summary row carrying one claim's evidence: the evidence value under the claim's metric,
     labelled with the claim id, and the verdict `bench claims` gives it (the plugin's own, or the
     claim's check applied to the value)."""
-    from bench.claims import judge
-
     m = {claim.metric or "evidence": Metric(ev.value, ev.unit, ev.source)}
     m["verdict"] = Metric(ev.verdict or judge(claim, ev), "bench claims check")
     return Record(
         metrics=m,
         labels={"claim": claim.id, **(labels or {})},
         evidence={claim.id: ev},
-        notes=[f"{claim.id}: {ev.detail}"] + list(notes) if ev.detail else list(notes),
+        notes=[f"{claim.id}: {ev.detail}", *list(notes)] if ev.detail else list(notes),
     )
+
+
+def judge(claim: Claim, ev: Evidence) -> str:
+    """The verdict `bench claims` will give this one piece of evidence (for a plugin's own display)."""
+    from bench.checks import judge as _judge
+
+    return _judge(claim, ev)
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -416,7 +444,9 @@ def memory_metrics(rep: MemoryReport, prefix: str = "peak") -> dict[str, Metric]
             out[f"{prefix}_{c}_mib"] = Metric(v / mib, f"MiB at peak ({rep.method})")
     if rep.cuda_max_allocated is not None:
         out["cuda_max_allocated_mib"] = Metric(rep.cuda_max_allocated / mib, "MiB (torch.cuda.max_memory_allocated)")
-        out["cuda_max_reserved_mib"] = Metric((rep.cuda_max_reserved or 0) / mib, "MiB (torch.cuda.max_memory_reserved)")
+        out["cuda_max_reserved_mib"] = Metric(
+            (rep.cuda_max_reserved or 0) / mib, "MiB (torch.cuda.max_memory_reserved)"
+        )
     if rep.nvml_used is not None:
         out["nvml_used_mib"] = Metric(rep.nvml_used / mib, "MiB (NVML device used, incl. context/other processes)")
     return out

@@ -28,3 +28,7 @@ class HarnessError(BenchError):
     """The harness could not do its job: exit code 3."""
 
     exit_code = 3
+
+
+class ResultsError(UsageError):
+    """A result file that cannot be read or written; the message names file and line (exit 2)."""

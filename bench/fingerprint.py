@@ -1,4 +1,5 @@
 """The machine fingerprint recorded with every row, and a short device label."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("llm-blocks-bench", "torch", "numpy", "pandas", "click", "tabulate", "bitsandbytes", "torchao", "nvidia-ml-py", "pytest-benchmark")
+PACKAGES = (
+    "llm-blocks-bench",
+    "torch",
+    "numpy",
+    "pandas",
+    "click",
+    "tabulate",
+    "bitsandbytes",
+    "torchao",
+    "nvidia-ml-py",
+    "pytest-benchmark",
+)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -65,6 +77,16 @@ def _nvml() -> dict[str, Any]:
         return {"driver": None, "nvml_error": type(e).__name__}
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity (a container's cpuset, `taskset`, a SLURM or
+    Kubernetes allocation), not the machine's count. Threads per case are sized from it: 64 threads
+    on the 4 cores a job was given would only spin against each other."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 @lru_cache(maxsize=1)
 def fingerprint() -> dict[str, Any]:
     import torch
@@ -78,6 +100,7 @@ def fingerprint() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpus_usable": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",

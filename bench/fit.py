@@ -3,11 +3,12 @@
 Used for scaling exponents of memory/time in sequence length (attention) and of loss in
 model size / data (scaling). Returns the exponent, its standard error, the prefactor and R^2.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,13 @@ it counts matmul/conv/attention ops, not elementwise ones). MFU = achieved FLOP/
 peak of the dtype used, from PEAK_TFLOPS below, plus "% of measured matmul": against the
 best matmul measured on the device at hand (the only peak a CPU has here).
 """
+
 from __future__ import annotations
 
 import functools
-import json
-import os
-import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
 
@@ -78,47 +77,15 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(fc.get_total_flops())
 
 
-def _cache_file() -> Path:
-    """Per-user cache of figures measured once per machine ($BENCH_CACHE_DIR, else ~/.cache/bench)."""
-    base = os.environ.get("BENCH_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "bench")
-    return Path(base) / "matmul_peak.json"
-
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def measured_matmul(device_str: str, dtype_str: str) -> tuple[float, str]:
-    """(best matmul TFLOP/s measured on this device for a dtype, where it came from).
+    """(best matmul TFLOP/s measured on this device for a dtype, where it came from), measured once
+    per machine, device, dtype and thread count (bench/cache.py), so that the cases that report %
+    of it do not each pay for it. Square matmuls, sizes tried in turn, 0.5 s of timing each."""
+    from bench.cache import machine_cached
 
-    Measured once per machine (fingerprint machine_id), device, dtype and thread count and kept in
-    a cache file, so that the cases that report % of it do not each pay for it; BENCH_NO_CACHE=1
-    measures afresh. Square matmuls, sizes tried in turn, 0.5 s of timing each.
-    """
-    from bench.fingerprint import fingerprint
-
-    key = f"{fingerprint()['machine_id']}|{device_str}|{dtype_str}|{torch.get_num_threads()} threads"
-    path = _cache_file()
-    use_cache = not os.environ.get("BENCH_NO_CACHE")
-    if use_cache:
-        try:
-            hit = json.loads(path.read_text()).get(key)
-            if hit and hit.get("tflops", 0) > 0:
-                return float(hit["tflops"]), f"measured on this machine {hit['at']} (cached)"
-        except (OSError, ValueError, AttributeError):
-            pass
-    tf = _measure_matmul(device_str, dtype_str)
-    if use_cache and tf > 0:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                data = {}
-            data[key] = {"tflops": tf, "at": time.strftime("%Y-%m-%d %H:%M")}
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            os.replace(tmp, path)
-        except OSError:
-            pass
-    return tf, "measured in this case"
+    key = f"{device_str}|{dtype_str}|{torch.get_num_threads()} threads"
+    return machine_cached("matmul_peak", key, lambda: _measure_matmul(device_str, dtype_str))
 
 
 def measured_matmul_tflops(device_str: str, dtype_str: str) -> float:
@@ -142,15 +109,22 @@ def _measure_matmul(device_str: str, dtype_str: str) -> float:
     for n in sizes:
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
-        t = measure(lambda a=a, b=b: a @ b, device, max_time_s=0.5)
+        t = measure(partial(torch.matmul, a, b), device, max_time_s=0.5)
         best = max(best, 2 * n**3 / t.median_s / 1e12)
     return best
 
 
 def throughput_metrics(
-    flops: float, seconds: float, dtype: torch.dtype | str, device: torch.device | str, *, with_matmul: bool = True
+    flops: float,
+    seconds: float,
+    dtype: torch.dtype | str,
+    device: torch.device | str,
+    *,
+    with_matmul: bool = True,
+    energy_j: float | None = None,
 ) -> dict[str, Metric]:
-    """TFLOP/s, MFU vs the table's dense peak (GPUs in the table), % of the measured matmul."""
+    """TFLOP/s, MFU vs the table's dense peak (GPUs in the table), % of the measured matmul, and
+    energy per TFLOP where the timing measured the energy of one call (Timing.energy_j, NVML)."""
     device = torch.device(device)
     out: dict[str, Metric] = {}
     if seconds <= 0 or flops <= 0:
@@ -163,5 +137,9 @@ def throughput_metrics(
     if with_matmul:
         mm, where = measured_matmul(str(device), dtype_name(dtype))
         if mm > 0:
-            out["pct_matmul"] = Metric(100.0 * tf / mm, f"% of the {dtype_name(dtype)} matmul peak ({mm:.3g} TFLOP/s, {where})")
+            out["pct_matmul"] = Metric(
+                100.0 * tf / mm, f"% of the {dtype_name(dtype)} matmul peak ({mm:.3g} TFLOP/s, {where})"
+            )
+    if energy_j is not None and energy_j > 0:
+        out["j_per_tflop"] = Metric(energy_j / (flops / 1e12), "J per TFLOP (NVML energy of the timed window)")
     return out

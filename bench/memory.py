@@ -11,21 +11,43 @@ Methods (recorded in every report):
                    CPU from the profiler's allocator events (they include buffers that fused
                    kernels allocate internally), CUDA from max_memory_allocated.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "buffers", "other")
+CATEGORIES = (
+    "parameters",
+    "gradients",
+    "optimizer_state",
+    "activations",
+    "temporaries",
+    "collective_buffers",
+    "buffers",
+    "other",
+)
+# MemTracker's and FSDPMemTracker's categories -> ours. FSDP2 splits parameters and gradients into
+# sharded and unsharded (all-gathered) copies and adds its collectives' buffers and the step's inputs
+# (torch.distributed._tools.fsdp2_mem_tracker._FSDPRefType).
 _MT_NAMES = {
     "Parameter": "parameters",
+    "Sharded Param": "parameters",
+    "Unsharded Param": "parameters",
     "Gradient": "gradients",
+    "Sharded Grad": "gradients",
+    "Unsharded Grad": "gradients",
     "Optstate": "optimizer_state",
+    "OptState": "optimizer_state",
     "Activation": "activations",
     "Temp": "temporaries",
+    "All Gather": "collective_buffers",
+    "Reduce Scatter": "collective_buffers",
     "Buffer": "buffers",
+    "Inputs": "other",
     "Other": "other",
 }
 
@@ -96,7 +118,7 @@ def track_step(
 ) -> MemoryReport:
     """Run fn once under a memory tracker; return the peak and its breakdown."""
     device = torch.device(device)
-    if _is_fsdp2(model):
+    if model is not None and _is_fsdp2(model):
         from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
 
         mt: Any = FSDPMemTracker(model, _inner_optimizer(optimizer))

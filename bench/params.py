@@ -1,17 +1,18 @@
 """Plugin parameters: parse CLI flags against a Params dataclass and expand the case grid."""
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import itertools
+import math
 import typing
 from typing import Any
 
 from bench.contract import Plugin, choices_of, help_of, params_fields
 from bench.errors import UsageError
 
-__all__ = ["UsageError", "flag_name", "parse_value", "parse_flags", "make_params", "expand_grid", "describe_params"]
+__all__ = ["UsageError", "describe_params", "expand_grid", "flag_name", "make_params", "parse_flags", "parse_value"]
 
 
 def flag_name(field_name: str) -> str:
@@ -60,8 +61,7 @@ def parse_value(plugin: Plugin, f: dataclasses.Field, text: str) -> Any:
         ) from None
     if allowed is not None and v not in allowed:
         raise UsageError(
-            f"{flag_name(f.name)}: {text!r} is not allowed; allowed values: "
-            + ", ".join(map(str, allowed))
+            f"{flag_name(f.name)}: {text!r} is not allowed; allowed values: " + ", ".join(map(str, allowed))
         )
     return v
 

@@ -52,6 +52,9 @@ class Planned:
 
 
 def plan(plugin: Plugin, cases: Sequence[Any], device_type: str, timeout_s: float | None = None) -> list[Planned]:
+    import torch
+
+    local = "cuda" if torch.cuda.is_available() else "cpu"
     out = []
     warm_started = False
     for p in cases:
@@ -60,7 +63,7 @@ def plan(plugin: Plugin, cases: Sequence[Any], device_type: str, timeout_s: floa
         start = STARTUP_S[(kind, device_type)]
         if kind == "reuse" and not warm_started:
             start, warm_started = FIRST_WARM_S[device_type], True
-        if plugin.available(p):
+        if device_type == local and plugin.available(p):  # elsewhere this machine cannot tell
             out.append(Planned(plugin.name, p, "skipped", 0.0, 0.0, 0.0, True))
             continue
         est = plugin.estimate_s(p, device_type)
@@ -75,15 +78,26 @@ def render(planned: Sequence[Planned], budget_s: float | None = None, margin: fl
 
     from bench.runner import case_label
 
-    rows, totals = [], {}
+    rows: list[list[str]] = []
+    totals: dict[str, float] = {}
     for c in planned:
         totals[c.plugin] = totals.get(c.plugin, 0.0) + c.total_s
-        rows.append([c.plugin, case_label(c.params), c.kind, f"{c.startup_s:.1f}",
-                     f"{c.work_s:.1f}" + ("" if c.known else " (no estimate)"), f"{c.total_s:.1f}"])  # fmt: skip
+        rows.append(
+            [
+                c.plugin,
+                case_label(c.params),
+                c.kind,
+                f"{c.startup_s:.1f}",
+                f"{c.work_s:.1f}" + ("" if c.known else " (no estimate)"),
+                f"{c.total_s:.1f}",
+            ]
+        )
     text = [tabulate(rows, headers=["plugin", "case", "launch", "start-up [s]", "work [s]", "estimate [s]"])]
     text.append("")
-    text += [f"{p}: {n} cases, {t:.0f} s (estimate)" for p, t, n in
-             ((p, t, sum(1 for c in planned if c.plugin == p)) for p, t in totals.items())]  # fmt: skip
+    text += [
+        f"{p}: {n} cases, {t:.0f} s (estimate)"
+        for p, t, n in ((p, t, sum(1 for c in planned if c.plugin == p)) for p, t in totals.items())
+    ]
     total = sum(totals.values())
     line = f"total: {len(planned)} cases, {total:.0f} s (estimate)"
     if budget_s:

@@ -19,14 +19,15 @@ Import: files we exported come back as the original rows; foreign files become r
 time_ms = the median and samples time_s = stats.data (present when pytest-benchmark saved it:
 --benchmark-json always, --benchmark-save with --benchmark-save-data).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import statistics
 from bisect import bisect_left, bisect_right
-from pathlib import Path
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from bench.results import SCHEMA, ResultsError, read_rows, read_text, resolve
@@ -70,11 +71,25 @@ def pb_stats(data: Sequence[float]) -> dict[str, Any]:
     iqr_out = sum(1 for x in d if x < q1 - 1.5 * iqr or x > q3 + 1.5 * iqr)
     total = sum(d)
     return {
-        "min": s[0], "max": s[-1], "mean": mean, "stddev": sd, "rounds": n, "median": statistics.median(d),
-        "iqr": iqr, "q1": q1, "q3": q3, "iqr_outliers": iqr_out, "stddev_outliers": sd_out,
-        "outliers": f"{sd_out};{iqr_out}", "ld15iqr": lo, "hd15iqr": hi, "ops": n / total if total else 0,
-        "total": total, "data": d, "iterations": 1,
-    }  # fmt: skip
+        "min": s[0],
+        "max": s[-1],
+        "mean": mean,
+        "stddev": sd,
+        "rounds": n,
+        "median": statistics.median(d),
+        "iqr": iqr,
+        "q1": q1,
+        "q3": q3,
+        "iqr_outliers": iqr_out,
+        "stddev_outliers": sd_out,
+        "outliers": f"{sd_out};{iqr_out}",
+        "ld15iqr": lo,
+        "hd15iqr": hi,
+        "ops": n / total if total else 0,
+        "total": total,
+        "data": d,
+        "iterations": 1,
+    }
 
 
 # --- export -------------------------------------------------------------------------------
@@ -120,12 +135,12 @@ def _pb_version() -> str:
 
 def to_pytest_benchmark(rows: Iterable[Row]) -> tuple[dict[str, Any], int]:
     """One pytest-benchmark run document for rows of one run/machine; returns (doc, rows left out)."""
-    rows = [r.to_json() for r in rows]
+    docs = [r.to_json() for r in rows]
     benches = []
     skipped = 0
     fp: dict[str, Any] = {}
     started = None
-    for r in rows:
+    for r in docs:
         series = timing_series(r) if r.get("status") == "ok" else []
         if not series:
             skipped += 1
@@ -137,21 +152,29 @@ def to_pytest_benchmark(rows: Iterable[Row]) -> tuple[dict[str, Any], int]:
             suffix = "" if key == "time_s" else ":" + key[:-2]
             param = _param_str(r)
             name = f"{r['plugin']}{suffix}" + (f"[{param}]" if param else "")
-            benches.append({
-                "group": r["plugin"] + (" (summary)" if r.get("kind") == "summary" else ""),
-                "name": name,
-                "fullname": f"bench::{r['plugin']}::{name}",
-                "params": {**r.get("params", {}), **r.get("labels", {})} or None,
-                "param": param or None,
-                "extra_info": {"bench": {"series": key, "row": core}},
-                "options": {"timer": "bench.timing", "source": "bench export"},
-                "stats": pb_stats(r["samples"][key]),
-            })  # fmt: skip
+            benches.append(
+                {
+                    "group": r["plugin"] + (" (summary)" if r.get("kind") == "summary" else ""),
+                    "name": name,
+                    "fullname": f"bench::{r['plugin']}::{name}",
+                    "params": {**r.get("params", {}), **r.get("labels", {})} or None,
+                    "param": param or None,
+                    "extra_info": {"bench": {"series": key, "row": core}},
+                    "options": {"timer": "bench.timing", "source": "bench export"},
+                    "stats": pb_stats(r["samples"][key]),
+                }
+            )
     git = fp.get("git", {}) or {}
     doc = {
         "machine_info": _machine_info(fp),
-        "commit_info": {"id": git.get("sha") or "unknown", "time": None, "author_time": None,
-                        "dirty": bool(git.get("dirty")), "project": "bench", "branch": "(unknown)"},  # fmt: skip
+        "commit_info": {
+            "id": git.get("sha") or "unknown",
+            "time": None,
+            "author_time": None,
+            "dirty": bool(git.get("dirty")),
+            "project": "bench",
+            "branch": "(unknown)",
+        },
         "benchmarks": benches,
         "datetime": started or "",
         "version": _pb_version(),
@@ -177,16 +200,26 @@ def _foreign_machine(mi: dict[str, Any]) -> dict[str, Any]:
     key["count"] = cpu.get("count")
     mid = "pb-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:9]
     label = (mi.get("node") or key["cpu"] or "pytest-benchmark").lower().replace(" ", "-")[:40]
-    return {"label": label, "machine_id": mid, "cpu_model": key["cpu"], "cpu_count": key["count"],
-            "python": mi.get("python_version"), "source": "pytest-benchmark machine_info"}  # fmt: skip
+    return {
+        "label": label,
+        "machine_id": mid,
+        "cpu_model": key["cpu"],
+        "cpu_count": key["count"],
+        "python": mi.get("python_version"),
+        "source": "pytest-benchmark machine_info",
+    }
 
 
 def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[Row]:
     """Rows of a pytest-benchmark run document (ours round-trip exactly; foreign ones convert)."""
     mi = doc.get("machine_info") or {}
     fp = mi.get("bench_fingerprint") or _foreign_machine(mi)
-    run_id = "pb-" + hashlib.sha256(json.dumps([doc.get("datetime"), doc.get("commit_info")], sort_keys=True,
-                                               default=str).encode()).hexdigest()[:8]  # fmt: skip
+    run_id = (
+        "pb-"
+        + hashlib.sha256(
+            json.dumps([doc.get("datetime"), doc.get("commit_info")], sort_keys=True, default=str).encode()
+        ).hexdigest()[:8]
+    )
     ours: dict[str, dict[str, Any]] = {}  # row json -> row (several series of one row merge back)
     out: list[dict[str, Any]] = []
     for b in doc.get("benchmarks", []):
@@ -208,15 +241,30 @@ def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[Row]:
             "time_ms": {"value": st["median"] * 1e3, "unit": "ms", "source": "measured"},
             "time_samples": {"value": st.get("rounds", len(data)), "unit": "count", "source": "measured"},
         }
-        out.append({
-            "schema": SCHEMA, "run_id": run_id, "case_id": b.get("fullname") or b.get("name"),
-            "plugin": FOREIGN_PLUGIN, "profile": "", "kind": "case",
-            "params": {str(k): v for k, v in (b.get("params") or {}).items()},
-            "labels": {"name": b.get("fullname") or b.get("name"), **({"group": b["group"]} if b.get("group") else {})},
-            "status": "ok", "message": "", "metrics": metrics,
-            "samples": {"time_s": data} if data else {}, "notes": [], "evidence": {},
-            "started_at": doc.get("datetime", ""), "duration_s": st.get("total"), "fingerprint": fp,
-        })  # fmt: skip
+        out.append(
+            {
+                "schema": SCHEMA,
+                "run_id": run_id,
+                "case_id": b.get("fullname") or b.get("name"),
+                "plugin": FOREIGN_PLUGIN,
+                "profile": "",
+                "kind": "case",
+                "params": {str(k): v for k, v in (b.get("params") or {}).items()},
+                "labels": {
+                    "name": b.get("fullname") or b.get("name"),
+                    **({"group": b["group"]} if b.get("group") else {}),
+                },
+                "status": "ok",
+                "message": "",
+                "metrics": metrics,
+                "samples": {"time_s": data} if data else {},
+                "notes": [],
+                "evidence": {},
+                "started_at": doc.get("datetime", ""),
+                "duration_s": st.get("total"),
+                "fingerprint": fp,
+            }
+        )
     return [Row.from_json(r, f"{path}: benchmark {i}: ", path) for i, r in enumerate(out, 1)]
 
 

@@ -79,7 +79,9 @@ def plugin_sections(rows: Sequence[Row], out_dir: Path) -> tuple[list[Section], 
         try:
             got = found.plugin.report(list(rows), out_dir)
         except Exception as e:  # one plugin's failure must not cost the report
-            got = [Section(f"{name} (report failed)", f"{name}-failed", notes=[f"report failed: {type(e).__name__}: {e}"])]
+            got = [
+                Section(f"{name} (report failed)", f"{name}-failed", notes=[f"report failed: {type(e).__name__}: {e}"])
+            ]
         sections.extend(got)
         if not got and mine:
             st = ", ".join(sorted({r.status for r in mine}))
@@ -130,7 +132,16 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
             md += [_md_table(h, b), ""]
     if skipped:
         md += ["## Plots skipped", ""] + [f"- {md_escape(s)}" for s in skipped] + [""]
-    md += ["## Claims", "", "```", counts.replace("```", "'''"), "```", "", claims_mod.render(devices, results, "markdown"), ""]
+    md += [
+        "## Claims",
+        "",
+        "```",
+        counts.replace("```", "'''"),
+        "```",
+        "",
+        claims_mod.render(devices, results, "markdown"),
+        "",
+    ]
     (out_dir / "report.md").write_text("\n".join(md))
 
     # html (self-contained: images as data URIs)
@@ -142,7 +153,11 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
         "<h1>bench report</h1>",
         "<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in meta) + "</ul>",
     ]
-    toc = [(s.anchor, s.title) for s in sections] + ([("skipped", "Plots skipped")] if skipped else []) + [("claims", "Claims")]
+    toc = (
+        [(s.anchor, s.title) for s in sections]
+        + ([("skipped", "Plots skipped")] if skipped else [])
+        + [("claims", "Claims")]
+    )
     h.append(
         "<nav><strong>Contents</strong><ul>"
         + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in toc)
@@ -165,7 +180,9 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
                 h.append(f"<h3>{html.escape(title)}</h3>")
             h.append(_html_table(hh, b))
     if skipped:
-        h.append('<h2 id="skipped">Plots skipped</h2><ul>' + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
+        h.append(
+            '<h2 id="skipped">Plots skipped</h2><ul>' + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>"
+        )
     h.append('<h2 id="claims">Claims</h2>')
     h.append(f'<pre class="note">{html.escape(counts)}</pre>')
     h.append(_html_table(c_header, c_body, verdict_cols))
@@ -182,9 +199,14 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
 @click.command("report")
 @click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
-    "-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
-    show_default=True, help="Folder for report.md, report.html and the PNGs.",
-)  # fmt: skip
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    help="Folder for report.md, report.html and the PNGs.",
+)
 def command(results: tuple[Path, ...], out_dir: Path) -> None:
     """Markdown + self-contained HTML report with the plugins' plots and the claims table.
 

@@ -23,16 +23,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UsageError
+from bench.errors import ResultsError, UsageError
 from bench.rows import SCHEMA, Row
 
-__all__ = ["SCHEMA", "ResultsError", "append_rows", "load_rows", "read_rows", "load_frame", "to_frame"]
+__all__ = ["SCHEMA", "ResultsError", "append_rows", "load_frame", "load_rows", "read_rows", "to_frame"]
 
 MAX_FILE_BYTES = 2 * 2**30  # a result file larger than this is refused (2 GiB): not a bench file
-
-
-class ResultsError(UsageError):
-    """A results file that cannot be read or written; the message names file and line (exit 2)."""
 
 
 def clean(o: Any) -> Any:
@@ -88,7 +84,10 @@ def append_rows(path: str | Path, rows: Iterable[Row | dict[str, Any]]) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         cut = _cut_torn_tail(fd)
         if cut:
-            print(f"warning: {path}: cut a torn last line ({cut} bytes, an interrupted write) before appending", file=sys.stderr)
+            print(
+                f"warning: {path}: cut a torn last line ({cut} bytes, an interrupted write) before appending",
+                file=sys.stderr,
+            )
         start = os.fstat(fd).st_size
         try:
             view = memoryview(data)
@@ -102,7 +101,9 @@ def append_rows(path: str | Path, rows: Iterable[Row | dict[str, Any]]) -> None:
                 os.fsync(fd)
             except OSError:
                 pass
-            raise ResultsError(f"{path}: writing {len(data)} bytes failed ({e.strerror}); the file was left as it was") from None
+            raise ResultsError(
+                f"{path}: writing {len(data)} bytes failed ({e.strerror}); the file was left as it was"
+            ) from None
     finally:
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -186,7 +187,7 @@ def read_rows(path: str | Path, text: str | None = None) -> list[Row]:
         text = read_text(path)
     lines = text.split("\n")
     torn_tail = not text.endswith("\n") and text != ""
-    rows = []
+    rows: list[Row] = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -195,10 +196,15 @@ def read_rows(path: str | Path, text: str | None = None) -> list[Row]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             if last and torn_tail:
-                print(f"warning: {path}:{i}: torn last line skipped ({len(line)} bytes, an interrupted write); "
-                      f"{len(rows)} whole rows kept", file=sys.stderr)  # fmt: skip
+                print(
+                    f"warning: {path}:{i}: torn last line skipped ({len(line)} bytes, an interrupted write); "
+                    f"{len(rows)} whole rows kept",
+                    file=sys.stderr,
+                )
                 break
-            raise ResultsError(f"{path}:{i}: not valid JSON ({e.msg}); the file is corrupt or not a bench result") from None
+            raise ResultsError(
+                f"{path}:{i}: not valid JSON ({e.msg}); the file is corrupt or not a bench result"
+            ) from None
         rows.append(Row.from_json(obj, f"{path}:{i}: ", str(path)))
     return rows
 

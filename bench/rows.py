@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.errors import UsageError
+from bench.errors import ResultsError
 
 SCHEMA = "bench.row/1"
 STATUSES: tuple[str, ...] = ("ok", "skipped", "oom", "error", "timeout")
@@ -44,9 +44,12 @@ class Metric:
     deterministic: True for figures that must not change run to run on the same machine and
         software (bytes, FLOP counts, fixed-seed losses); regress compares them exactly or within
         a stated tolerance instead of with statistics.
-    portable: for deterministic metrics, False when the figure is exact on one machine but depends
-        on the CPU/GPU's kernels elsewhere (a loss after many training steps, an overflow count);
-        the CI gate compares those only against a baseline from the same machine class.
+    portable: for deterministic metrics: False when the figure is exact on one machine but depends
+        on the CPU/GPU's kernels elsewhere (a loss after many training steps, an overflow count): the
+        CI gate compares those only against a baseline from the same machine class; True when it is
+        exact on every machine (torch.finfo figures, a formula's float); None (unstated): the gate
+        decides from the value (integers, strings, byte/FLOP counts are portable; other measured
+        floats are treated as machine-bound).
     """
 
     value: float | int | str | bool | None
@@ -54,7 +57,7 @@ class Metric:
     source: str = "measured"
     better: str | None = None
     deterministic: bool = False
-    portable: bool = True
+    portable: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"value": self.value, "unit": self.unit, "source": self.source}
@@ -62,21 +65,26 @@ class Metric:
             d["better"] = self.better
         if self.deterministic:
             d["deterministic"] = True
-            if not self.portable:
-                d["portable"] = False
+            if self.portable is not None:
+                d["portable"] = self.portable
         return d
 
     @classmethod
     def from_json(cls, d: Any, where: str = "") -> Metric:
         if not isinstance(d, dict) or "value" not in d:
-            raise UsageError(f"{where}a metric must be an object with a 'value', got {_short(d)}")
+            raise ResultsError(f"{where}a metric must be an object with a 'value', got {_short(d)}")
         v = d["value"]
         if not (v is None or isinstance(v, (int, float, str, bool))):
-            raise UsageError(f"{where}a metric value must be a number, string, boolean or null, got {_short(v)}")
+            raise ResultsError(f"{where}a metric value must be a number, string, boolean or null, got {_short(v)}")
         unit, src, better = d.get("unit", ""), d.get("source", "measured"), d.get("better")
         if not isinstance(unit, str) or src not in SOURCES or better not in (None, "lower", "higher"):
-            raise UsageError(f"{where}bad unit/source/better in metric {_short(d)} (source: one of {', '.join(SOURCES)})")
-        return cls(v, unit, src, better, bool(d.get("deterministic", False)), bool(d.get("portable", True)))
+            raise ResultsError(
+                f"{where}bad unit/source/better in metric {_short(d)} (source: one of {', '.join(SOURCES)})"
+            )
+        portable = d.get("portable")
+        if portable not in (None, True, False):
+            raise ResultsError(f"{where}'portable' must be true, false or absent, got {_short(portable)}")
+        return cls(v, unit, src, better, bool(d.get("deterministic", False)), portable)
 
 
 @dataclass
@@ -109,9 +117,9 @@ class Evidence:
     @classmethod
     def from_json(cls, d: Any, where: str = "") -> Evidence:
         if not isinstance(d, dict):
-            raise UsageError(f"{where}evidence must be an object, got {_short(d)}")
+            raise ResultsError(f"{where}evidence must be an object, got {_short(d)}")
         if d.get("source", "measured") not in SOURCES or d.get("verdict") not in (None, "holds", "fails"):
-            raise UsageError(f"{where}bad source/verdict in evidence {_short(d)}")
+            raise ResultsError(f"{where}bad source/verdict in evidence {_short(d)}")
         return cls(
             d.get("value"),
             str(d.get("unit") or ""),
@@ -233,12 +241,12 @@ class Row:
     def from_json(cls, d: Any, where: str = "", file: str = "") -> Row:
         """A row from its JSON object; every field's type checked (where: "file:line: " for messages)."""
         if not isinstance(d, dict) or d.get("schema") is None:
-            raise UsageError(f"{where}not a bench result row (no 'schema' field)")
+            raise ResultsError(f"{where}not a bench result row (no 'schema' field)")
         if d["schema"] != SCHEMA:
-            raise UsageError(f"{where}schema {_short(d['schema'])} is not supported (this bench reads {SCHEMA})")
+            raise ResultsError(f"{where}schema {_short(d['schema'])} is not supported (this bench reads {SCHEMA})")
         missing = [k for k in ("run_id", "plugin", "params", "status", "metrics") if k not in d]
         if missing:
-            raise UsageError(f"{where}row lacks {', '.join(missing)}")
+            raise ResultsError(f"{where}row lacks {', '.join(missing)}")
         want: dict[str, type | tuple[type, ...]] = {
             "run_id": str,
             "plugin": str,
@@ -261,20 +269,22 @@ class Row:
         for k, t in want.items():
             if k in d and d[k] is not None and not isinstance(d[k], t):
                 tn = t.__name__ if isinstance(t, type) else "number"
-                raise UsageError(f"{where}field '{k}' must be {_article(tn)}, got {_short(d[k])}")
+                raise ResultsError(f"{where}field '{k}' must be {_article(tn)}, got {_short(d[k])}")
         if d["status"] not in STATUSES:
-            raise UsageError(f"{where}status {_short(d['status'])} is not one of {', '.join(STATUSES)}")
+            raise ResultsError(f"{where}status {_short(d['status'])} is not one of {', '.join(STATUSES)}")
         if d.get("kind", "case") not in KINDS:
-            raise UsageError(f"{where}kind {_short(d.get('kind'))} is not one of {', '.join(KINDS)}")
+            raise ResultsError(f"{where}kind {_short(d.get('kind'))} is not one of {', '.join(KINDS)}")
         samples: dict[str, list[float]] = {}
         for k, xs in (d.get("samples") or {}).items():
             if not isinstance(xs, list) or not all(x is None or _is_num(x) for x in xs):
-                raise UsageError(f"{where}samples '{k}' must be a list of numbers, got {_short(xs)}")
+                raise ResultsError(f"{where}samples '{k}' must be a list of numbers, got {_short(xs)}")
             samples[k] = [float("nan") if x is None else float(x) for x in xs]
         if not all(isinstance(n, str) for n in d.get("notes") or []):
-            raise UsageError(f"{where}notes must be a list of strings")
+            raise ResultsError(f"{where}notes must be a list of strings")
         metrics = {str(k): Metric.from_json(m, f"{where}metric '{k}': ") for k, m in d["metrics"].items()}
-        evidence = {str(k): Evidence.from_json(e, f"{where}evidence '{k}': ") for k, e in (d.get("evidence") or {}).items()}
+        evidence = {
+            str(k): Evidence.from_json(e, f"{where}evidence '{k}': ") for k, e in (d.get("evidence") or {}).items()
+        }
         known = set(want) | {"schema"}
         return cls(
             run_id=d["run_id"],

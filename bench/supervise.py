@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PR_SET_CHILD_SUBREAPER = 36
 POLL_S = 0.5
 
 
@@ -35,6 +36,22 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def supervised(cmd: list[str], tdp: Path) -> list[str]:
+    """CMD run under this module, watching the calling process (`bench run`)."""
+    return [sys.executable, "-m", "bench.supervise", "--dir", str(tdp), "--parent", str(os.getpid()), "--", *cmd]
+
+
+def set_child_subreaper() -> bool:
+    """Make orphaned descendants of this process its children (Linux prctl), not init's."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
 
@@ -75,7 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     def orphaned() -> bool:
         return os.getppid() != a.parent
 
+    import psutil  # noqa: F401  -- loaded now: the clean-up after a signal must not stall on an import
+
+    stopping: list[int] = []
+
     def on_signal(signum: int, _frame: object) -> None:
+        # One stop only: a second signal (the parent-death SIGTERM arriving next to a SIGHUP, a user's
+        # kill) raised inside kill_tree would end this process with the case tree still running.
+        if stopping:
+            return
+        stopping.append(signum)
         raise _Stop(signum)
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

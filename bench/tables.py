@@ -4,13 +4,14 @@ Every metric column header carries its unit and source: `time_ms [ms, measured]`
 tables put the bracket on the lines under the name). Where rows of one column disagree on unit
 or source, each cell carries its own instead.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import re
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bench.rows import Row
@@ -128,8 +129,12 @@ def render(header: list[str], body: list[list[str]], fmt: str = "terminal") -> s
     from tabulate import tabulate
 
     if fmt == "markdown":
-        return tabulate([[md_escape(c) for c in line] for line in body], headers=[md_escape(h) for h in header],
-                        tablefmt="github", disable_numparse=True)  # fmt: skip
+        return tabulate(
+            [[md_escape(c) for c in line] for line in body],
+            headers=[md_escape(h) for h in header],
+            tablefmt="github",
+            disable_numparse=True,
+        )
     return tabulate(body, headers=header, tablefmt=_TAB[fmt], disable_numparse=True)
 
 
@@ -138,7 +143,7 @@ def titled(caption_text: str, table: str, fmt: str = "terminal") -> str:
     if fmt == "csv":
         return f"# {caption_text}\n{table}"
     if fmt == "markdown":
-        return f"**{caption_text}**\n\n{table}\n"
+        return f"**{md_escape(caption_text)}**\n\n{table}\n"
     return f"== {caption_text}\n{table}\n"
 
 
@@ -146,7 +151,7 @@ def render_rows(
     rows: Iterable[Row],
     fmt: str = "terminal",
     metrics: Sequence[str] | None = None,
-    plugin_metrics: dict[str, Sequence[str]] | None = None,
+    plugin_metrics: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """All rows, one table per (plugin, kind), each with a caption."""
     groups: dict[tuple[str, str], list[Row]] = {}
@@ -157,7 +162,9 @@ def render_rows(
         multi = len({r.device for r in rs}) > 1
         sel = metrics or (plugin_metrics or {}).get(plugin if kind == "case" else "")
         # summary rows have their own metrics: never filter them by the case preference
-        header, body = build_table(rs, sel if kind == "case" else metrics, multi_device=multi, stacked=fmt == "terminal")
+        header, body = build_table(
+            rs, sel if kind == "case" else metrics, multi_device=multi, stacked=fmt == "terminal"
+        )
         out.append(titled(caption(rs), render(header, body, fmt), fmt))
         notes = sorted({plain(n) for r in rs for n in r.notes})
         if notes and fmt != "csv":

@@ -77,13 +77,23 @@ def run_case(spec: dict[str, Any]) -> int:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         distributed = "WORLD_SIZE" in os.environ
+        nodes = spec.get("nodes")  # several nodes: the run's store and this node's role (bench.rendezvous)
+        roster: list[dict[str, Any]] = []
         if distributed:  # launched by torchrun: the core owns the process group
             import torch.distributed as dist
+
+            from bench import stacks
+            from bench.nodecase import share_roster, worker_init_kwargs
+
+            stacks.register(out_dir, rank)  # a timed-out case asks each rank where it is (SIGUSR1)
 
             dist.init_process_group(
                 backend="nccl" if device.type == "cuda" else "gloo",
                 timeout=timedelta(seconds=float(spec.get("timeout_s", 300))),
+                **(worker_init_kwargs(nodes, rank, world) if nodes else {}),
             )
+            if nodes:
+                roster = share_roster(nodes, labels, out_dir, local_rank)
         ctx = Context(
             device=device,
             profile=spec.get("profile", "quick"),
@@ -99,6 +109,10 @@ def run_case(spec: dict[str, Any]) -> int:
         except Skip as s:
             payload = {"status": "skipped", "message": str(s), "records": []}
         payload["labels"] = labels
+        if nodes and roster:  # every rank's records to the writing node (gather_object)
+            from bench.nodecase import gather_payloads
+
+            payload = gather_payloads(nodes, payload, roster, out_dir)
         _write(out_dir, rank, payload)
         if distributed:
             import torch.distributed as dist
@@ -111,8 +125,17 @@ def run_case(spec: dict[str, Any]) -> int:
             raise
         status = "oom" if is_oom(e) else "error"
         msg = f"{type(e).__name__}: {e}".strip()
-        _write(out_dir, rank, {"status": status, "message": msg[:2000], "traceback": traceback.format_exc()[-4000:],
-                               "records": [], "labels": labels})  # fmt: skip
+        _write(
+            out_dir,
+            rank,
+            {
+                "status": status,
+                "message": msg[:2000],
+                "traceback": traceback.format_exc()[-4000:],
+                "records": [],
+                "labels": labels,
+            },
+        )
         return 1
 
 
@@ -144,9 +167,9 @@ def _serve() -> int:
 
 
 def main(argv: list[str]) -> int:
-    from bench.supervise import set_parent_death_signal
-
     import signal
+
+    from bench.supervise import set_parent_death_signal
 
     # a rank must not outlive its launcher (the torchrun agent or the supervisor), however it ends
     set_parent_death_signal(signal.SIGKILL)

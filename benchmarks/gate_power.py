@@ -1,9 +1,10 @@
 """Power of the regression gate: false alarms on A/A comparisons, and the slowdowns it catches.
 
-Run: python benchmarks/gate_power.py [--quick] [--reps N] [--slowdowns 0.02,0.05,...] [--threads T] [--processes]
+Run: python benchmarks/gate_power.py [--quick] [--reps N] [--slowdowns 0.02,0.05,...] [--threads T] [--processes] [--ab]
 
 Each trial measures a real step (an n x n fp32 matmul, ~1 ms on one core) twice with the core
-timing engine (bench.timing.measure, its default stop rule: 95% CI of the median within 2%):
+timing engine (bench.timing.measure, its default stop rule: 95% CI of the median within 2% over at
+least 0.1 s of samples):
 the baseline, then the current code = the same step plus a busy-wait of X% of the step's
 median (the injected slowdown; X = 0 is an A/A comparison of the same code). Both sets of raw
 samples become result rows and go through bench.regress.evaluate with the default GateConfig,
@@ -11,15 +12,19 @@ including its confirming rerun (which measures the current step again). A trial 
 when the gate exits 1 (a confirmed regression); for A/A any exit 1 is a false alarm and exit 2
 an inconclusive verdict. With --processes every run (baseline, current, rerun) is measured in a
 fresh interpreter, so between-process variation (what CI sees between two `bench run`s) is in
-the samples too. Measured on this machine; nothing here is simulated.
+the samples too. With --ab every trial also runs under the rules before the current ones (engine
+without a minimum window, independent-samples CIs, a noisy timing -> inconclusive), alternating
+with them, so both sets of figures see the same machine. Measured on this machine; nothing here is
+simulated.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -28,6 +33,7 @@ import torch
 from tabulate import tabulate
 
 from bench.regress import GateConfig, evaluate
+from bench.rows import Row
 from bench.timing import measure
 
 
@@ -49,15 +55,39 @@ def make_step(n: int, extra_s: float):
     return step
 
 
-def as_row(samples: list[float], n: int, run: str) -> dict[str, Any]:
+def as_row(samples: list[float], n: int, run: str) -> Row:
     med = statistics.median(samples)
-    return {
-        "schema": "bench.row/1", "run_id": run, "case_id": "gate-001", "plugin": "gate-power", "profile": "quick",
-        "kind": "case", "params": {"n": n}, "labels": {}, "status": "ok", "message": "",
-        "metrics": {"time_ms": {"value": med * 1e3, "unit": "ms", "source": "measured"},
-                    "flops": {"value": 2 * n**3, "unit": "FLOP", "source": "formula", "deterministic": True}},
-        "samples": {"time_s": samples}, "fingerprint": {"label": "cpu-local", "machine_id": "local"},
-    }  # fmt: skip
+    return Row.from_json(
+        {
+            "schema": "bench.row/1",
+            "run_id": run,
+            "case_id": "gate-001",
+            "plugin": "gate-power",
+            "profile": "quick",
+            "kind": "case",
+            "params": {"n": n},
+            "labels": {},
+            "status": "ok",
+            "message": "",
+            "metrics": {
+                "time_ms": {"value": med * 1e3, "unit": "ms", "source": "measured"},
+                "flops": {"value": 2 * n**3, "unit": "FLOP", "source": "formula", "deterministic": True},
+            },
+            "samples": {"time_s": samples},
+            "fingerprint": {"label": "cpu-local", "machine_id": "local"},
+        }
+    )
+
+
+# --ab: the rules before this change, run trial by trial beside the current ones under the same load.
+# Engine: stop at the CI target with no minimum window, CI of independent samples; gate: independent-
+# samples CIs, and a timing too noisy to gate makes the gate inconclusive (exit 2).
+OLD_MEASURE: dict[str, Any] = {"min_time_s": 0.0, "serial_ci": False}
+RULES = ("current", "old")
+
+
+def config(rules: str) -> GateConfig:
+    return GateConfig(serial_ci=False, fail_on_noisy=True) if rules == "old" else GateConfig()
 
 
 CHILD = """
@@ -66,94 +96,174 @@ sys.path.insert(0, {here!r})
 torch.set_num_threads({threads})
 from gate_power import make_step
 from bench.timing import measure
-print(json.dumps(measure(make_step({n}, {extra!r}), "cpu", max_time_s={max_time!r}).samples_s))
+print(json.dumps(measure(make_step({n}, {extra!r}), "cpu", max_time_s={max_time!r}, **{kw!r}).samples_s))
 """
 
 
-def timed(n: int, extra_s: float, max_time: float, processes: bool) -> list[float]:
+def timed(n: int, extra_s: float, max_time: float, processes: bool, rules: str = "current") -> list[float]:
     """Raw samples of one measurement: in this process, or (--processes) in a fresh interpreter
     each time, as separate `bench run` invocations would be."""
+    kw = OLD_MEASURE if rules == "old" else {}
     if not processes:
-        return measure(make_step(n, extra_s), "cpu", max_time_s=max_time).samples_s
-    code = CHILD.format(here=os.path.dirname(os.path.abspath(__file__)), threads=torch.get_num_threads(), n=n,
-                        extra=extra_s, max_time=max_time)  # fmt: skip
+        return measure(make_step(n, extra_s), "cpu", max_time_s=max_time, **kw).samples_s
+    code = CHILD.format(
+        here=os.path.dirname(os.path.abspath(__file__)),
+        threads=torch.get_num_threads(),
+        n=n,
+        extra=extra_s,
+        max_time=max_time,
+        kw=kw,
+    )
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def trial(n: int, base_s: float, slowdown: float, max_time: float, cfg: GateConfig, processes: bool) -> dict[str, Any]:
-    base = timed(n, 0.0, max_time, processes)
-    cur = timed(n, slowdown * base_s, max_time, processes)
+def trial(
+    n: int, base_s: float, slowdown: float, max_time: float, processes: bool, rules: str = "current"
+) -> dict[str, Any]:
+    base = timed(n, 0.0, max_time, processes, rules)
+    cur = timed(n, slowdown * base_s, max_time, processes, rules)
     reruns = []
 
-    def rerun(row: dict[str, Any]) -> list[dict[str, Any]]:
-        t = timed(n, slowdown * base_s, max_time, processes)
+    def rerun(row: Row) -> list[Row]:
+        t = timed(n, slowdown * base_s, max_time, processes, rules)
         reruns.append(t)
         return [as_row(t, n, "rerun")]
 
-    rep = evaluate([as_row(base, n, "base")], [as_row(cur, n, "cur")], cfg, rerun=rerun)
+    rep = evaluate([as_row(base, n, "base")], [as_row(cur, n, "cur")], config(rules), rerun=rerun)
     it = next(i for i in rep.items if i.metric == "time_ms")
-    return {"exit": rep.exit_code, "first": it.verdict if not it.reruns else "slower", "change": it.change,
-            "thr": it.threshold, "p": it.p, "n": (len(base), len(cur)), "reruns": len(reruns)}  # fmt: skip
+    return {
+        "exit": rep.exit_code,
+        "first": it.verdict if not it.reruns else "slower",
+        "change": it.change,
+        "noisy": it.verdict == "noisy",
+        "thr": it.threshold,
+        "p": it.p,
+        "n": (len(base), len(cur)),
+        "reruns": len(reruns),
+    }
+
+
+HEADERS = [
+    "injected slowdown",
+    "trials",
+    "flagged before rerun",
+    "exit 1 (confirmed)",
+    "exit 0 (pass)",
+    "exit 2 (inconclusive)",
+    "not gated (noisy)",
+    "median change [%]",
+    "change range [%]",
+    "median min effect [%]",
+    "median p",
+    "samples/run",
+]
+
+
+def level_row(x: float, res: list[dict[str, Any]]) -> list[Any]:
+    ex = [r["exit"] for r in res]
+    changes = [r["change"] for r in res if r["change"] is not None]
+    thr = [r["thr"] for r in res if r["thr"] is not None and r["thr"] == r["thr"]]
+    ps = [r["p"] for r in res if r["p"] is not None]
+    return [
+        "0% (A/A)" if x == 0 else f"{100 * x:g}%",
+        len(res),
+        sum(1 for r in res if r["first"] == "slower"),
+        ex.count(1),
+        ex.count(0),
+        ex.count(2),
+        sum(1 for r in res if r["noisy"]),
+        f"{100 * statistics.median(changes):+.1f}" if changes else "",
+        f"{100 * min(changes):+.1f} .. {100 * max(changes):+.1f}" if changes else "",
+        f"{100 * statistics.median(thr):.1f}" if thr else "",
+        f"{statistics.median(ps):.2g}" if ps else "",
+        f"{statistics.median([r['n'][0] for r in res]):g}",
+    ]
+
+
+def verdicts(levels: list[float], results: dict[float, list[dict[str, Any]]], reps: int) -> list[str]:
+    caught = {x: sum(1 for r in results[x] if r["exit"] == 1) for x in levels}
+    need = reps - max(1, reps // 20)  # 19 of 20
+    reliable = [x for x in levels if x > 0 and caught[x] >= need and all(caught[y] >= need for y in levels if y >= x)]
+    out = []
+    if 0.0 in results:
+        ex = [r["exit"] for r in results[0.0]]
+        out.append(
+            f"A/A: {ex.count(1)} false alarms (exit 1) and {ex.count(2)} inconclusive (exit 2) in {reps} comparisons"
+        )
+    if 0.2 in caught:
+        out.append(f"20% slowdown: caught in {caught[0.2]} of {reps}")
+    out.append(
+        f"smallest slowdown caught in >= {need} of {reps} (and every larger one): "
+        + (f"{100 * min(reliable):g}%" if reliable else "none of the levels tried")
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5 trials per level, fewer levels (about 10 s)")
     ap.add_argument("--reps", type=int, default=None, help="trials per slowdown level (default 20; quick 5)")
-    ap.add_argument("--slowdowns", default=None, help="comma-separated fractions (default 0,0.02,0.05,0.075,0.1,0.15,0.2)")
-    ap.add_argument("--n", type=int, default=256, help="matmul size (default 256: ~1 ms on one core)")
+    ap.add_argument(
+        "--slowdowns", default=None, help="comma-separated fractions (default 0,0.02,0.05,0.075,0.1,0.15,0.2)"
+    )
+    ap.add_argument("--n", type=int, default=256, help="matmul size (default 256: ~0.3 ms on one core)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--max-time", type=float, default=2.0, help="time cap per measurement, s (the engine's default)")
-    ap.add_argument("--processes", action="store_true",
-                    help="measure each run in a fresh interpreter (between-process noise, as in CI; ~2 s per run)")
+    ap.add_argument(
+        "--processes",
+        action="store_true",
+        help="measure each run in a fresh interpreter (between-process noise, as in CI; ~2 s per run)",
+    )
+    ap.add_argument(
+        "--ab",
+        action="store_true",
+        help="also run every trial with the old rules (no minimum window, independent-samples CIs, "
+        "noisy -> inconclusive), alternating with the current ones under the same load",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     reps = args.reps or (5 if args.quick else 20)
-    levels = [float(x) for x in args.slowdowns.split(",")] if args.slowdowns else (
-        [0.0, 0.05, 0.2] if args.quick else [0.0, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2])  # fmt: skip
-    cfg = GateConfig()
-    base_t = measure(make_step(args.n, 0.0), "cpu", max_time_s=1.0)
-    base_s = base_t.median_s
-    t0 = time.time()
-    table = []
-    caught_at: dict[float, int] = {}
-    aa: dict[str, int] = {}
+    levels = (
+        [float(x) for x in args.slowdowns.split(",")]
+        if args.slowdowns
+        else ([0.0, 0.05, 0.2] if args.quick else [0.0, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2])
+    )
+    rules = RULES if args.ab else RULES[:1]
+    base_s = measure(make_step(args.n, 0.0), "cpu", max_time_s=1.0).median_s
+    t0, load0 = time.time(), os.getloadavg()[0]
+    results: dict[str, dict[float, list[dict[str, Any]]]] = {r: {x: [] for x in levels} for r in rules}
     for x in levels:
-        res = [trial(args.n, base_s, x, args.max_time, cfg, args.processes) for _ in range(reps)]
-        ex = [r["exit"] for r in res]
-        caught_at[x] = ex.count(1)
-        if x == 0:
-            aa = {"false": ex.count(1), "inconclusive": ex.count(2)}
-        changes = [r["change"] for r in res if r["change"] is not None]
-        thr = [r["thr"] for r in res if r["thr"] is not None]
-        ps = [r["p"] for r in res if r["p"] is not None]
-        table.append([
-            "0% (A/A)" if x == 0 else f"{100 * x:g}%", reps,
-            sum(1 for r in res if r["first"] == "slower"), ex.count(1), ex.count(0), ex.count(2),
-            f"{100 * statistics.median(changes):+.1f}" if changes else "",
-            f"{100 * min(changes):+.1f} .. {100 * max(changes):+.1f}" if changes else "",
-            f"{100 * statistics.median(thr):.1f}" if thr else "",
-            f"{statistics.median(ps):.2g}" if ps else "",
-            f"{statistics.median([r['n'][0] for r in res]):g}",
-        ])  # fmt: skip
-    print(f"regression gate power: {reps} trials per level; step = {args.n}x{args.n} fp32 matmul, median "
-          f"{base_s * 1e3:.3f} ms on {args.threads} torch thread(s), {os.cpu_count()} CPU cores (shared machine); "
-          f"slowdown = busy-wait of X% of the step; each run measured "
-          f"{'in a fresh process' if args.processes else 'in this process'}; all measured")  # fmt: skip
-    print(f"gate: default GateConfig (alpha {cfg.alpha}, min effect max({100 * cfg.min_effect:g}%, {cfg.ci_k:g} x CI, "
-          f"{cfg.iqr_k:g} x IQR), {cfg.confirm} confirming rerun); timing engine stop rule: CI <= 2% or {args.max_time:g} s")  # fmt: skip
-    print(tabulate(table, headers=["injected slowdown", "trials", "flagged before rerun", "exit 1 (confirmed)",
-                                   "exit 0 (pass)", "exit 2 (inconclusive)", "median change [%]", "change range [%]",
-                                   "median min effect [%]", "median p", "samples/run"]))  # fmt: skip
-    need = reps - max(1, reps // 20)  # 19 of 20
-    reliable = [x for x in levels if x > 0 and caught_at[x] >= need and all(caught_at[y] >= need for y in levels if y >= x)]
-    print(f"A/A: {aa.get('false', 0)} false alarms (exit 1) and {aa.get('inconclusive', 0)} inconclusive (exit 2) in {reps} comparisons")
-    if 0.2 in caught_at:
-        print(f"20% slowdown: caught in {caught_at[0.2]} of {reps}")
-    print(f"smallest slowdown caught in >= {need} of {reps} (and every larger one): "
-          + (f"{100 * min(reliable):g}%" if reliable else "none of the levels tried"))  # fmt: skip
+        for k in range(reps):
+            for r in rules if k % 2 == 0 else rules[::-1]:  # alternating order: drift hits both alike
+                results[r][x].append(trial(args.n, base_s, x, args.max_time, args.processes, r))
+    cfg = GateConfig()
+    print(
+        f"regression gate power: {reps} trials per level; step = {args.n}x{args.n} fp32 matmul, median "
+        f"{base_s * 1e3:.3f} ms on {args.threads} torch thread(s), {os.cpu_count()} CPU cores (shared machine); "
+        f"slowdown = busy-wait of X% of the step; each run measured "
+        f"{'in a fresh process' if args.processes else 'in this process'}; all measured; load average "
+        f"{load0:.1f} -> {os.getloadavg()[0]:.1f} (above {os.cpu_count()}: other work shared the cores, and "
+        "the figures measure that contention too)"
+    )
+    print(
+        f"gate: default GateConfig (alpha {cfg.alpha}, min effect max({100 * cfg.min_effect:g}%, {cfg.ci_k:g} x CI, "
+        f"{cfg.iqr_k:g} x IQR), {cfg.confirm} confirming rerun); timing engine stop rule: CI <= 2% over >= 0.1 s, "
+        f"or {args.max_time:g} s"
+    )
+    for r in rules:
+        if args.ab:
+            print(
+                f"\n{r} rules"
+                + (
+                    ": engine without a minimum window, independent-samples CIs; noisy -> exit 2"
+                    if r == "old"
+                    else ": as above"
+                )
+            )
+        print(tabulate([level_row(x, results[r][x]) for x in levels], headers=HEADERS))
+        print("\n".join(verdicts(levels, results[r], reps)))
     print(f"({time.time() - t0:.0f} s)")
     return 0
 

@@ -1,0 +1,416 @@
+"""The `bench regress` command: options, inputs, the machine-class baseline (find or record), output.
+The gate itself is bench/regress.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.regress import EXIT_HARNESS, EXIT_PASS, GateConfig, GateError, GateReport, Item, evaluate
+from bench.regress_rerun import bench_rerun
+from bench.rows import Row
+
+
+# --- output (table and summary) ---------------------------------------------------------------------------------
+def _num(v: Any) -> str:
+    from bench.tables import fmt_value
+
+    return "null" if v is None else fmt_value(v)
+
+
+def _pct(x: float | None) -> str:
+    if x is None or x != x:
+        return ""
+    return f"{100 * x:+.2g}%" if 0 < abs(100 * x) < 0.1 else f"{100 * x:+.1f}%"
+
+
+def render(rep: GateReport, fmt: str = "terminal", verbose: bool = False) -> str:
+    from bench.tables import render as render_table
+
+    header = [
+        "plugin",
+        "case",
+        "metric",
+        "kind",
+        "baseline",
+        "current",
+        "unit",
+        "change",
+        "p",
+        "min effect",
+        "verdict",
+        "note",
+    ]
+    quiet = ("same", "not gated")  # listed with -v; the summary counts them
+    shown = [i for i in rep.items if verbose or fmt == "csv" or not (i.verdict in quiet and not i.reruns)]
+    body = [
+        [
+            i.plugin,
+            i.case,
+            i.metric,
+            i.kind + (f" ({i.part})" if i.part else ""),
+            _num(i.base),
+            _num(i.cur),
+            i.unit[:24],
+            _pct(i.change),
+            "" if i.p is None else f"{i.p:.2g}",
+            "" if i.threshold is None or i.threshold != i.threshold else f"{100 * i.threshold:.1f}%",
+            i.verdict + ("" if i.outcome != "regression" else " [REGRESSION]"),
+            i.note[: 160 if fmt != "csv" else 2000],
+        ]
+        for i in shown
+    ]
+    return render_table(header, body, fmt) if body else ""
+
+
+def _counts(items: list[Item]) -> str:
+    counts: dict[str, int] = {}
+    for i in items:
+        counts[i.verdict] = counts.get(i.verdict, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"
+
+
+def summary(rep: GateReport, base_desc: str, cur_desc: str) -> str:
+    lines = [f"regress: baseline {base_desc}", f"         current  {cur_desc}"]
+    lines += [f"  {m}" for m in rep.messages]
+    det = [i for i in rep.items if i.kind == "deterministic"]
+    tim = [i for i in rep.items if i.kind == "timing"]
+    lines.append(
+        f"  compared {rep.compared_rows} matched rows: {len(det)} deterministic and {len(tim)} timing metrics; "
+        + _counts(rep.items)
+    )
+    port = [i for i in det if i.part == "portable"]
+    bound = [i for i in det if i.part == "machine-bound"]
+    if det:
+        lines.append(f"  portable (exact on every machine; against the baseline): {len(port)} metrics: {_counts(port)}")
+    if bound:
+        flagged = sum(1 for i in bound if i.why_part.startswith("flagged"))
+        gated = [i for i in bound if i.verdict != "not gated"]
+        against = rep.machine_baseline or (
+            "the baseline (same machine)"
+            if gated
+            else "nothing: no baseline of this machine; --machine-baselines DIR records one"
+        )
+        lines.append(
+            f"  machine-bound ({flagged} flagged portable=false, {len(bound) - flagged} unflagged measured floats "
+            f"treated as machine-bound; against {against}): {len(bound)} metrics: {_counts(bound)}"
+        )
+    if tim:
+        lines.append(f"  timing: {len(tim)} metrics: {_counts(tim)}")
+    for i in rep.by_outcome("regression"):
+        what = {"invalid": "INVALID", "missing": "MISSING", "failed": "FAILED", "slower": "SLOWER"}.get(
+            i.verdict, "CHANGED"
+        )
+        if i.kind == "status":
+            lines.append(f"  {what} {i.plugin} {i.case}: {i.note}")
+            continue
+        unit = f" {i.unit}" if i.unit and len(i.unit) < 12 else ""
+        lines.append(
+            f"  {what} {i.plugin} {i.case}: {i.metric} {_num(i.base)} -> {_num(i.cur)}{unit}"
+            + (
+                (f" ({_pct(i.change)} worse)" if i.better else f" ({_pct(i.change)})")
+                if i.change is not None and i.change == i.change
+                else ""
+            )
+            + f"; {i.note}"
+        )
+    for i in rep.by_outcome("ambiguous"):
+        lines.append(
+            f"  {i.verdict.upper()} {i.plugin} {i.case}: {i.metric}"
+            + (f" {_pct(i.change)}" if i.change is not None else "")
+            + f"; {i.note}"
+        )
+    word = {0: "PASS", 1: "FAIL: regression", 2: "INCONCLUSIVE: ambiguous or unstable", 3: "HARNESS ERROR"}
+    lines.append(f"result: {word[rep.exit_code]} (exit {rep.exit_code})")
+    return "\n".join(lines)
+
+
+def describe(rows: list[Row], paths: Sequence[Path]) -> str:
+    fps = {r.device: r.machine_id for r in rows}
+    runs = sorted({r.run_id for r in rows})
+    return (
+        ", ".join(map(str, paths))
+        + f" ({len(rows)} rows; run {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}; "
+        + ", ".join(f"{k} [machine {v}]" for k, v in fps.items())
+        + ")"
+    )
+
+
+class _HarnessCommand(click.Command):
+    """Usage errors exit 3 (a harness error), not click's 2, which here means 'ambiguous'."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            e.exit_code = EXIT_HARNESS
+            raise
+
+
+def _parse_tols(tols: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for t in tols:
+        name, eq, val = t.partition("=")
+        try:
+            if not eq or not name:
+                raise ValueError
+            out[name.strip()] = float(val)
+        except ValueError:
+            err = click.BadParameter(f"{t!r}: expected NAME=REL (e.g. final_loss=1e-4)", param_hint="--tol")
+            err.exit_code = EXIT_HARNESS
+            raise err from None
+    return out
+
+
+def _machine_baseline(
+    folder: Path, baseline: tuple[Path, ...], brows: list[Row], crows: list[Row]
+) -> tuple[list[Row] | None, str, Path | None, list[str]]:
+    """(machine-class rows to gate against, what they are in words, a path to record to, messages)."""
+    from bench import regress_machine as rm
+    from bench.results import load_rows
+
+    mine = Counter(r.machine_id for r in crows if r.machine_id).most_common(1)
+    if not mine:
+        return None, "", None, ["machine-bound metrics: the current rows carry no machine_id; not gated"]
+    mid = mine[0][0]
+    if any(r.machine_id == mid for r in brows):
+        return None, f"the baseline itself (recorded on this machine, {mid})", None, []
+    label = next(r.device for r in crows if r.machine_id == mid)
+    dig = rm.digest(list(baseline))
+    path, stale = rm.find(folder, mid, dig)
+    msgs = []
+    if stale:
+        msgs.append(
+            f"ignored {len(stale)} stale machine-class baseline(s) of {mid}, recorded against another "
+            "baseline: " + ", ".join(map(str, stale[:3]))
+        )
+    if path is None:
+        return None, "", rm.file_for(folder, label, mid, dig), msgs
+    rows = load_rows([path])
+    return rows, f"{path} (machine {mid}, recorded by an earlier gate run here)", None, msgs
+
+
+def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
+    from bench import regress_machine as rm
+
+    bound = [i for i in rep.items if i.part == "machine-bound"]
+    mid = next((r.machine_id for r in crows if r.machine_id), "?")
+    if rep.exit_code != EXIT_PASS:
+        rep.messages.append(
+            f"machine-bound metrics: no baseline of machine {mid} yet, and none recorded because "
+            f"this run did not pass (exit {rep.exit_code})"
+        )
+        return
+    n = rm.record(path, crows)
+    rep.machine_baseline = f"nothing yet: first run on machine {mid}; RECORDED {path} ({n} rows) as its baseline"
+    rep.messages.append(
+        f"RECORDED the machine-bound baseline of machine {mid}: {path} ({n} rows). Its {len(bound)} "
+        "machine-bound metrics are not gated on this first run on this machine class; the next gate "
+        "run here gates them against it (commit the file to gate them from a clean clone)."
+    )
+
+
+@click.command("regress", cls=_HarnessCommand)
+@click.option(
+    "--baseline",
+    "baseline",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Baseline results: bench JSON lines, a folder of them, or a pytest-benchmark JSON file (repeatable).",
+)
+@click.option(
+    "--current",
+    "current",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Current results (same forms as --baseline; repeatable).",
+)
+@click.option(
+    "--only",
+    type=click.Choice(["all", "deterministic", "timing"]),
+    default="all",
+    show_default=True,
+    help="Gate only deterministic metrics (CI against a committed baseline) or only timings.",
+)
+@click.option("--metrics", default=None, help="Comma-separated metric names to gate (default: every gateable one).")
+@click.option(
+    "--machine-baselines",
+    "machine_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of machine-class baselines for machine-bound metrics (losses, overflow counts) when the "
+    "baseline is from another machine: gated against this machine's file there, or, where none "
+    "exists, this run's are recorded there (and said so).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Mann-Whitney significance level for timings.",
+)
+@click.option(
+    "--min-effect",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="Floor on the relative change of a timing's median (0.05 = 5%).",
+)
+@click.option(
+    "--ci-k",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="Min effect >= this x hypot of the two medians' 95% CI half-widths.",
+)
+@click.option(
+    "--iqr-k",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Min effect >= this x the smaller IQR/median (measured noise).",
+)
+@click.option(
+    "--fail-on-noisy",
+    is_flag=True,
+    help="A timing too noisy to gate (min effect above 50%) makes the gate inconclusive (exit 2); "
+    "default: listed as 'not gated: noise X%' with a warning.",
+)
+@click.option(
+    "--rtol",
+    type=click.FloatRange(min=0),
+    default=1e-6,
+    show_default=True,
+    help="Relative tolerance of deterministic float metrics.",
+)
+@click.option(
+    "--int-rtol",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Relative tolerance of deterministic integer metrics (0: exact).",
+)
+@click.option("--tol", "tols", multiple=True, metavar="NAME=REL", help="Per-metric relative tolerance (repeatable).")
+@click.option(
+    "--confirm",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Confirming reruns a timing slowdown must survive before it fails (0: fail on first detection).",
+)
+@click.option(
+    "--rerun-cmd",
+    default=None,
+    metavar="TEMPLATE",
+    help="Shell command that reruns one case and appends its rows to {out}; placeholders {python} {plugin} "
+    "{flags} {profile} {run_opts} {out}. Default: {python} -m bench.cli run --plugin {plugin} {flags} "
+    "--profile {profile} {run_opts} --out {out}  ({run_opts}: --threads as recorded).",
+)
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Baseline rows or metrics absent from the current results pass (default: rows exit 2, metrics 1).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["terminal", "markdown", "csv"]), default="terminal", show_default=True
+)
+@click.option("-v", "--verbose", is_flag=True, help="List every verdict, not only the changes.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write every verdict and the exit code as JSON here.",
+)
+def command(
+    baseline: tuple[Path, ...],
+    current: tuple[Path, ...],
+    only: str,
+    metrics: str | None,
+    machine_dir: Path | None,
+    alpha: float,
+    min_effect: float,
+    ci_k: float,
+    iqr_k: float,
+    fail_on_noisy: bool,
+    rtol: float,
+    int_rtol: float,
+    tols: tuple[str, ...],
+    confirm: int,
+    rerun_cmd: str | None,
+    allow_missing: bool,
+    fmt: str,
+    verbose: bool,
+    json_out: Path | None,
+) -> None:
+    """Gate CURRENT against BASELINE: exit 0 pass, 1 regression, 2 ambiguous/unstable, 3 harness error.
+
+    \b
+    Deterministic metrics (bytes, FLOPs, fixed-seed losses) must be equal (integers exactly, floats
+    within --rtol); portable ones (counts, formulas) against the baseline on any machine,
+    machine-bound ones (losses, overflow counts) only against a baseline of this machine
+    (--machine-baselines finds or records one). A timing regresses only when the raw samples differ
+    significantly (Mann-Whitney p < --alpha) AND the median moved by at least max(--min-effect,
+    --ci-k x CI, --iqr-k x IQR), and a rerun of the case (--confirm) shows it again; a timing too
+    noisy to gate is listed, not failed (--fail-on-noisy). NaN, infinite or missing values fail.
+    Timings of different machines (fingerprint machine_id) are never called regressions.
+    CI against a committed baseline: --only deterministic --machine-baselines DIR.
+    Inputs may be pytest-benchmark JSON files.
+    """
+    from bench.pytest_benchmark_io import load_any
+    from bench.results import ResultsError
+
+    cfg = GateConfig(
+        alpha=alpha,
+        min_effect=min_effect,
+        ci_k=ci_k,
+        iqr_k=iqr_k,
+        rtol=rtol,
+        int_rtol=int_rtol,
+        tolerances=_parse_tols(tols),
+        confirm=confirm,
+        only=only,
+        allow_missing=allow_missing,
+        fail_on_noisy=fail_on_noisy,
+        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
+    )
+    try:
+        brows, crows = load_any(baseline), load_any(current)
+        mrows, mdesc, record_to, mmsgs = (
+            _machine_baseline(machine_dir, baseline, brows, crows) if machine_dir else (None, "", None, [])
+        )
+        rep = evaluate(brows, crows, cfg, rerun=bench_rerun(rerun_cmd) if confirm > 0 else None, machine_rows=mrows)
+        rep.machine_baseline = mdesc
+        rep.messages[:0] = mmsgs
+        if record_to is not None and only != "timing":
+            _record(rep, record_to, crows)
+    except (ResultsError, GateError, OSError) as e:
+        click.echo(f"error: {e}", err=True)
+        click.echo("result: HARNESS ERROR (exit 3)", err=True)
+        sys.exit(EXIT_HARNESS)
+    table = render(rep, fmt, verbose)
+    if table:
+        click.echo(table)
+    hidden = sum(1 for i in rep.items if i.verdict in ("same", "not gated") and not i.reruns)
+    if hidden and not verbose and fmt != "csv":
+        click.echo(f"({hidden} same / not-gated verdicts not listed; -v lists them)")
+    click.echo(summary(rep, describe(brows, baseline), describe(crows, current)))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(
+            json.dumps(
+                {"exit_code": rep.exit_code, "messages": rep.messages, "items": [asdict(i) for i in rep.items]},
+                indent=1,
+                default=str,
+            )
+        )
+    sys.exit(rep.exit_code)
