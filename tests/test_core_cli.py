@@ -1,13 +1,15 @@
 """The CLI: discovery of installed plugins, every bad input (exit 2 + message), show, env."""
+
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
+from conftest import FIXTURES, bench_cli, pip_target, run_bench
 
 from bench.cli import main
-from conftest import FIXTURES, pip_target, run_bench
 
 
 def test_installed_third_party_plugin_is_listed(thirdparty):
@@ -42,23 +44,70 @@ def test_two_plugins_with_one_name_is_an_error_naming_both(thirdparty, tmp_path)
         (["run", "--plugin", "toy", "--profile", "huge"], "Invalid value for '--profile'"),
         (["show", "/nonexistent/x.jsonl"], "no such file"),
         (["list", "--plugin", "nope"], "unknown plugin 'nope'"),
+        # issue 20: every option validated before anything launches
+        (["run", "--all", "--plugin", "toy"], "give --all or --plugin NAME, not both"),
+        (["run", "--plugin", "toy", "--timeout", "nan"], "must be a finite number"),
+        (["run", "--plugin", "toy", "--timeout", "inf"], "must be a finite number"),
+        (["run", "--plugin", "toy", "--max-time", "-1"], "must be a finite number"),
+        (["run", "--plugin", "toy", "--extra-ms", "nan"], "not a valid finite number"),
+        (["run", "--plugin", "toy", "--n", "16", "--n", "32"], "--n given twice"),
+        (["run", "--plugin", "toy", "--seed", "1", "--seed", "2"], "--seed given twice"),
+        (["run", "--plugin", "shadow"], "would be taken by `bench run --seed`"),
     ],
 )
-def test_bad_input_exits_2_with_a_message(thirdparty, tmp_path, args, needle):
+def test_bad_input_exits_2_with_a_message(thirdparty, tmp_path, monkeypatch, args, needle):
+    """In-process (CliRunner, the fixture package on sys.path): every case is refused before anything
+    launches, so no subprocess is needed to show it; test_real_cli_bad_input runs one for real."""
+    monkeypatch.syspath_prepend(str(thirdparty))
     if args[0] == "run":
         args = ["run", "--out", str(tmp_path / "o.jsonl"), *args[1:]]
-    r = run_bench(*args, pythonpath=[thirdparty])
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr)
     assert needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line, not click's three
     assert not (tmp_path / "o.jsonl").exists()  # nothing launched, nothing written
+
+
+def test_real_cli_bad_input(thirdparty, tmp_path):
+    r = run_bench("run", "--plugin", "toy", "--n", "5", "--out", str(tmp_path / "o.jsonl"), pythonpath=[thirdparty])
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: --n: '5' is not allowed; allowed values: 16, 32, 64, 128"
+    ), r.stderr
+
+
+@pytest.mark.parametrize("out", ["/proc/x.jsonl", "/dev/full", "", "{ro}/r.jsonl", "{tmp}"])
+def test_out_is_checked_before_the_first_case(thirdparty, tmp_path, monkeypatch, out):
+    monkeypatch.syspath_prepend(str(thirdparty))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    out = out.format(ro=ro, tmp=tmp_path)
+    if os.geteuid() == 0 and out.startswith(str(ro)):
+        ro.chmod(0o700)
+        pytest.skip("root writes into a read-only folder")
+    r = CliRunner().invoke(main, ["run", "--plugin", "toy", "--out", out])
+    ro.chmod(0o700)
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    assert "--out" in r.stderr and "[1/" not in r.stderr, r.stderr  # refused before any case ran
+
+
+def test_list_shows_a_broken_plugin_as_one_line_and_the_others(thirdparty):
+    r = run_bench("list", pythonpath=[thirdparty])
+    assert r.returncode == 0, r.stderr
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("shadow")]
+    assert len(line) == 1 and "breaks the plugin contract" in line[0]
+    assert "bare  [bench-testplugins" in r.stdout and "available here" in r.stdout  # no Params: fine
+    assert "toy.matmul_flops" in r.stdout  # a third-party plugin's own claim
 
 
 def test_list_values_expand_the_grid_and_reach_the_plugin(thirdparty, tmp_path):
     out = tmp_path / "r.jsonl"
-    r = run_bench("run", "--plugin", "toy", "--n", "16,32", "--max-time", "0.2", "--out", str(out), pythonpath=[thirdparty])
+    r = run_bench(
+        "run", "--plugin", "toy", "--n", "16,32", "--max-time", "0.2", "--out", str(out), pythonpath=[thirdparty]
+    )
     assert r.returncode == 0, r.stderr
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    rows = [json.loads(x) for x in out.read_text().splitlines() if json.loads(x)["kind"] == "case"]
     assert sorted(row["params"]["n"] for row in rows) == [16, 32]
     for row in rows:
         assert row["schema"] == "bench.row/1" and row["status"] == "ok"
@@ -71,7 +120,7 @@ def test_list_values_expand_the_grid_and_reach_the_plugin(thirdparty, tmp_path):
     assert "[1/2] toy" in r.stderr and "1 left" in r.stderr and "elapsed" in r.stderr
     # show renders the same rows with units in the headers, in three formats
     for fmt, mark in (("terminal", "[ms, measured]"), ("markdown", "| n "), ("csv", "flops [FLOP, formula]")):
-        s = run_bench("show", str(out), "--format", fmt, pythonpath=[thirdparty])
+        s = bench_cli("show", str(out), "--format", fmt, pythonpath=[thirdparty])
         assert s.returncode == 0 and mark in s.stdout, s.stdout
 
 
@@ -83,18 +132,28 @@ def test_show_names_file_and_line_of_a_corrupt_or_foreign_file(tmp_path):
     assert r.returncode == 2 and f"{bad}:2: not valid JSON" in r.stderr
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text('{"hello": 1}\n')
-    r = run_bench("show", str(foreign))
+    r = bench_cli("show", str(foreign))
     assert r.returncode == 2 and f"{foreign}:1: not a bench result row" in r.stderr
     future = tmp_path / "future.jsonl"
     future.write_text(json.dumps({**good, "schema": "bench.row/9"}) + "\n")
-    r = run_bench("show", str(future))
+    r = bench_cli("show", str(future))
     assert r.returncode == 2 and "bench.row/9" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_every_command_has_help():
     runner = CliRunner()
-    for cmd in (["--help"], ["list", "--help"], ["run", "--help"], ["show", "--help"], ["env", "--help"],
-                ["compare", "--help"], ["regress", "--help"], ["claims", "--help"], ["report", "--help"]):
+    for cmd in (
+        ["--help"],
+        ["list", "--help"],
+        ["run", "--help"],
+        ["show", "--help"],
+        ["env", "--help"],
+        ["compare", "--help"],
+        ["regress", "--help"],
+        ["claims", "--help"],
+        ["report", "--help"],
+        ["summarize", "--help"],
+    ):
         res = runner.invoke(main, cmd)
         assert res.exit_code == 0, (cmd, res.output)
         assert "Usage:" in res.output

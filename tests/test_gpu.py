@@ -1,12 +1,12 @@
 """CUDA paths: tests marked `gpu` are skipped without CUDA (conftest.py); scripts/gpu_suite.sh runs
 them first on a lent GPU. The unmarked tests check the GPU bookkeeping that needs no GPU."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
-
 from conftest import run_bench
 
 
@@ -50,8 +50,25 @@ def test_cuda_timing_uses_events_and_allocator_peaks_are_exact():
 @pytest.mark.gpu
 def test_attention_fused_backends_run_and_report_peak_fraction(tmp_path):
     out = tmp_path / "a.jsonl"
-    r = run_bench("run", "--plugin", "attention", "--impl", "sdpa_flash,sdpa_efficient", "--seq", "2048",
-                  "--heads", "16", "--head-dim", "128", "--dtype", "bf16", "--profile", "quick", "--out", str(out))  # fmt: skip
+    r = run_bench(
+        "run",
+        "--plugin",
+        "attention",
+        "--impl",
+        "sdpa_flash,sdpa_efficient",
+        "--seq",
+        "2048",
+        "--heads",
+        "16",
+        "--head-dim",
+        "128",
+        "--dtype",
+        "bf16",
+        "--profile",
+        "quick",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     cases = [x for x in _rows(out) if x["kind"] == "case"]
     assert cases and all(x["status"] == "ok" for x in cases), [x.get("message") for x in cases]
@@ -64,8 +81,23 @@ def test_attention_fused_backends_run_and_report_peak_fraction(tmp_path):
 @pytest.mark.gpu
 def test_fsdp_stages_at_world_size_1_on_nccl_record_cuda_memory(tmp_path):
     out = tmp_path / "f.jsonl"
-    r = run_bench("run", "--plugin", "fsdp", "--stage", "0,3", "--world-size", "1", "--model", "tiny",
-                  "--steps", "2", "--profile", "gpu", "--out", str(out))  # fmt: skip
+    r = run_bench(
+        "run",
+        "--plugin",
+        "fsdp",
+        "--stage",
+        "0,3",
+        "--world-size",
+        "1",
+        "--model",
+        "tiny",
+        "--steps",
+        "2",
+        "--profile",
+        "gpu",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     cases = [x for x in _rows(out) if x["kind"] == "case" and not x["params"]["simulate"]]
     assert {x["params"]["stage"] for x in cases} == {0, 3} and all(x["status"] == "ok" for x in cases)
@@ -77,8 +109,21 @@ def test_fsdp_stages_at_world_size_1_on_nccl_record_cuda_memory(tmp_path):
 def test_llm_int8_on_cuda_is_one_byte_per_parameter_plus_scales(tmp_path):
     pytest.importorskip("bitsandbytes")
     out = tmp_path / "q.jsonl"
-    r = run_bench("run", "--plugin", "quantization", "--scheme", "llm_int8", "--model", "small", "--max-batch", "1",
-                  "--profile", "quick", "--out", str(out))  # fmt: skip
+    r = run_bench(
+        "run",
+        "--plugin",
+        "quantization",
+        "--scheme",
+        "llm_int8",
+        "--model",
+        "small",
+        "--max-batch",
+        "1",
+        "--profile",
+        "quick",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (case,) = [x for x in _rows(out) if x["kind"] == "case"]
     assert case["status"] == "ok", case.get("message")
