@@ -165,11 +165,10 @@ def measure_simulated(
 ) -> tuple[dict[str, Metric], dict[str, list[float]], list[str]]:
     """training.train_and_measure(simulate=True)'s figures from two steps: a warm-up, then one step under
     the memory tracker that also counts collectives and probes the parameters held after forward."""
-    from plugins.distributed.comm import CONVENTION, CommCounter
-    from plugins.distributed.formulas import formula_bound, zero_formula, zero_formula_rest
+    from plugins.distributed.comm import CommCounter
     from plugins.distributed.params import stage_of
-    from plugins.distributed.strategies import PRECISIONS, held_param_bytes
-    from plugins.distributed.training import STATE_NOTE, _optim_bytes_without_scalars, _zero1_optim_bytes_per_rank
+    from plugins.distributed.strategies import held_param_bytes
+    from plugins.distributed.training import add_zero1_max_rank, state_metrics
 
     stage = stage_of(p)
     model, opt = st.model, st.opt
@@ -189,58 +188,8 @@ def measure_simulated(
     state["probe"] = True
     with CommCounter() as cc:
         rep = ctx.track_step(step, model, opt)
-    sb = ctx.state_bytes(model, opt)
-    model_state = sb["parameters"] + sb["gradients"] + sb["optimizer_state"]
-    held = state["held"] + sb["gradients"] + sb["optimizer_state"]
-    formula, ftext = zero_formula(stage, st.psi, st.nd, p.precision)
-    rest_f, rest_text = zero_formula_rest(stage, st.psi, st.nd, p.precision)
-    step_scalars = sb["optimizer_state"] - _optim_bytes_without_scalars(opt)
-    bound = formula_bound(stage, st.shapes, st.nd, p.precision, step_scalars)
-    det: dict[str, Any] = {"source": "simulated", "deterministic": True}
-    m: dict[str, Metric] = {
-        "params_bytes": Metric(sb["parameters"], "bytes", **det),
-        "grads_bytes": Metric(sb["gradients"], "bytes", **det),
-        "optim_bytes": Metric(sb["optimizer_state"], "bytes", **det),
-        "model_state_bytes": Metric(model_state, "bytes", **det),
-        "model_state_step_bytes": Metric(held, "bytes (after forward)", **det),
-        "formula_bytes": Metric(formula, "bytes", "formula", deterministic=True),
-        "formula_rest_bytes": Metric(rest_f, "bytes", "formula", deterministic=True),
-        "formula_bound_bytes": Metric(bound, "bytes", "formula", deterministic=True),
-        "n_params": Metric(st.psi, "params", "formula", deterministic=True),
-        "shard_ranks": Metric(st.nd, "ranks", "formula", deterministic=True),
-    }
-    from bench.contract import memory_metrics
-
-    for k, v in memory_metrics(rep).items():
-        m[k] = Metric(v.value, v.unit, "simulated")
-    comm, comm_src = float(cc.bytes), "simulated"
-    if stage <= 1:
-        # no DDP under fake tensors: its all-reduce of the gradients (2 x bytes) from the formula
-        comm += 2.0 * sb["gradients"]
-        comm_src = "formula"
-    m["comm_bytes_per_step"] = Metric(comm, "bytes", comm_src, deterministic=True)
-    m["comm_calls_per_step"] = Metric(sum(cc.calls.values()), "calls", comm_src, deterministic=True)
-    for op, b in sorted(cc.by_op.items()):
-        m[f"comm_{op}_bytes"] = Metric(b, "bytes", comm_src, deterministic=True)
-    notes = [
-        st.how,
-        PRECISIONS[p.precision],
-        STATE_NOTE,
-        f"formula, stage {stage}, {p.precision}, Nd={st.nd}: ZeRO {ftext}"
-        + (f"; at rest: {rest_text}" if rest_f != formula else ""),
-        f"comm_bytes_per_step: {CONVENTION}"
-        + ("; stages 0/1 simulated: DDP's all-reduce (2 x gradient bytes) from the formula" if stage <= 1 else ""),
-    ]
-    if stage == 1 and hasattr(opt, "_partition_parameters"):  # torch 2.13 names it with a leading _
-        per_rank = _zero1_optim_bytes_per_rank(opt, sb["optimizer_state"])
-        m["optim_bytes_max_rank"] = Metric(max(per_rank), "bytes", "simulated", deterministic=True)
-        m["model_state_bytes_max_rank"] = Metric(
-            model_state - sb["optimizer_state"] + max(per_rank), "bytes", "simulated", deterministic=True
-        )
-        notes.append(
-            "*_max_rank: the largest ZeroRedundancyOptimizer partition (the partition is the same on every "
-            "rank; per-parameter state bytes read off this rank's own state)"
-        )
+    m, notes = state_metrics(p, ctx, st, rep, cc, state["held"], "simulated")
+    add_zero1_max_rank(stage, opt, m, notes, "simulated")
     return m, {}, notes
 
 

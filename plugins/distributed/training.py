@@ -30,7 +30,7 @@ def train_and_measure(
     """Warm-up step, a memory-tracked step, a comm-counted step (probing held parameters after
     forward; FLOPs counted there on real runs), at-rest bytes, then `steps` timed steps (real runs
     only). Every rank runs exactly the same number of steps, so collectives always pair up."""
-    from plugins.distributed.comm import CONVENTION, CommCounter
+    from plugins.distributed.comm import CommCounter
 
     stage = stage_of(p)
     src = "simulated" if simulate else "measured"
@@ -63,52 +63,8 @@ def train_and_measure(
         else:
             flops = ctx.count_flops(step)  # this rank's forward + backward + optimizer FLOPs
     state["probe"] = False
-    sb = ctx.state_bytes(model, opt)
-    model_state = sb["parameters"] + sb["gradients"] + sb["optimizer_state"]
-    held = state["held"] + sb["gradients"] + sb["optimizer_state"]
-    formula, ftext = zero_formula(stage, st.psi, st.nd, p.precision)
-    rest_f, rest_text = zero_formula_rest(stage, st.psi, st.nd, p.precision)
-    step_scalars = sb["optimizer_state"] - _optim_bytes_without_scalars(opt)
-    bound = formula_bound(stage, st.shapes, st.nd, p.precision, step_scalars)
-    det: dict[str, Any] = {"source": src, "deterministic": True}
-    m: dict[str, Metric] = {
-        "params_bytes": Metric(sb["parameters"], "bytes", **det),
-        "grads_bytes": Metric(sb["gradients"], "bytes", **det),
-        "optim_bytes": Metric(sb["optimizer_state"], "bytes", **det),
-        "model_state_bytes": Metric(model_state, "bytes", **det),
-        "model_state_step_bytes": Metric(held, "bytes (after forward)", **det),
-        "formula_bytes": Metric(formula, "bytes", "formula", deterministic=True),
-        "formula_rest_bytes": Metric(rest_f, "bytes", "formula", deterministic=True),
-        "formula_bound_bytes": Metric(bound, "bytes", "formula", deterministic=True),
-        "n_params": Metric(st.psi, "params", "formula", deterministic=True),
-        "shard_ranks": Metric(st.nd, "ranks", "formula", deterministic=True),
-    }
-    for k, v in memory_metrics(rep).items():
-        m[k] = Metric(v.value, v.unit, src)
-    comm_src = src
-    comm = float(cc.bytes)
-    if simulate and stage <= 1:
-        # no DDP under fake tensors: its all-reduce of the gradients (2 x bytes) from the formula
-        comm += 2.0 * sb["gradients"]
-        comm_src = "formula"
-    m["comm_bytes_per_step"] = Metric(comm, "bytes", comm_src, deterministic=True)
-    m["comm_calls_per_step"] = Metric(sum(cc.calls.values()), "calls", comm_src, deterministic=True)
-    for op, b in sorted(cc.by_op.items()):
-        m[f"comm_{op}_bytes"] = Metric(b, "bytes", comm_src, deterministic=True)
+    m, notes = state_metrics(p, ctx, st, rep, cc, state["held"], src)
     samples: dict[str, list[float]] = {}
-    notes = [
-        st.how,
-        PRECISIONS[p.precision],
-        STATE_NOTE,
-        f"formula, stage {stage}, {p.precision}, Nd={st.nd}: ZeRO {ftext}"
-        + (f"; at rest: {rest_text}" if rest_f != formula else ""),
-        f"comm_bytes_per_step: {CONVENTION}"
-        + (
-            "; stages 0/1 simulated: DDP's all-reduce (2 x gradient bytes) from the formula"
-            if simulate and stage <= 1
-            else ""
-        ),
-    ]
     if not simulate:
         t = ctx.time(
             step,
@@ -134,17 +90,80 @@ def train_and_measure(
             f"rank so collectives pair up); tokens_per_s = batch*seq / step (this rank); tflops = this "
             f"rank's counted FLOPs per step / step; loss: step {len(losses)}, this rank's batch"
         )
-    if stage == 1 and hasattr(opt, "_partition_parameters"):  # torch 2.13 names it with a leading _
-        per_rank = _zero1_optim_bytes_per_rank(opt, sb["optimizer_state"])
-        m["optim_bytes_max_rank"] = Metric(max(per_rank), "bytes", src, deterministic=True)
-        m["model_state_bytes_max_rank"] = Metric(
-            model_state - sb["optimizer_state"] + max(per_rank), "bytes", src, deterministic=True
-        )
-        notes.append(
-            "*_max_rank: the largest ZeroRedundancyOptimizer partition (the partition is the same on every "
-            "rank; per-parameter state bytes read off this rank's own state)"
-        )
+    add_zero1_max_rank(stage, opt, m, notes, src)
     return m, samples, notes
+
+
+def state_metrics(
+    p: Any, ctx: Any, st: Strategy, rep: Any, cc: Any, held_params: int, src: str
+) -> tuple[dict[str, Metric], list[str]]:
+    """The figures every fsdp/ddp case shares, real or simulated (train_and_measure and the simulator's
+    fast path, sim.measure_simulated): model-state bytes at rest and held after forward, the ZeRO
+    formula with its padding bound, the tracked step's peak by category (rep: ctx.track_step's
+    report), collective bytes (cc: the CommCounter of one step), and their notes. src: "measured" |
+    "simulated"; a simulation of stages 0/1 has no DDP (fake tensors), so DDP's all-reduce comes
+    from the formula."""
+    from plugins.distributed.comm import CONVENTION
+
+    stage = stage_of(p)
+    sb = ctx.state_bytes(st.model, st.opt)
+    model_state = sb["parameters"] + sb["gradients"] + sb["optimizer_state"]
+    held = held_params + sb["gradients"] + sb["optimizer_state"]
+    formula, ftext = zero_formula(stage, st.psi, st.nd, p.precision)
+    rest_f, rest_text = zero_formula_rest(stage, st.psi, st.nd, p.precision)
+    step_scalars = sb["optimizer_state"] - _optim_bytes_without_scalars(st.opt)
+    bound = formula_bound(stage, st.shapes, st.nd, p.precision, step_scalars)
+    det: dict[str, Any] = {"source": src, "deterministic": True}
+    m: dict[str, Metric] = {
+        "params_bytes": Metric(sb["parameters"], "bytes", **det),
+        "grads_bytes": Metric(sb["gradients"], "bytes", **det),
+        "optim_bytes": Metric(sb["optimizer_state"], "bytes", **det),
+        "model_state_bytes": Metric(model_state, "bytes", **det),
+        "model_state_step_bytes": Metric(held, "bytes (after forward)", **det),
+        "formula_bytes": Metric(formula, "bytes", "formula", deterministic=True),
+        "formula_rest_bytes": Metric(rest_f, "bytes", "formula", deterministic=True),
+        "formula_bound_bytes": Metric(bound, "bytes", "formula", deterministic=True),
+        "n_params": Metric(st.psi, "params", "formula", deterministic=True),
+        "shard_ranks": Metric(st.nd, "ranks", "formula", deterministic=True),
+    }
+    for k, v in memory_metrics(rep).items():
+        m[k] = Metric(v.value, v.unit, src)
+    ddp_by_formula = src == "simulated" and stage <= 1
+    comm, comm_src = float(cc.bytes), src
+    if ddp_by_formula:  # DDP's all-reduce of the gradients: 2 x their bytes
+        comm += 2.0 * sb["gradients"]
+        comm_src = "formula"
+    m["comm_bytes_per_step"] = Metric(comm, "bytes", comm_src, deterministic=True)
+    m["comm_calls_per_step"] = Metric(sum(cc.calls.values()), "calls", comm_src, deterministic=True)
+    for op, b in sorted(cc.by_op.items()):
+        m[f"comm_{op}_bytes"] = Metric(b, "bytes", comm_src, deterministic=True)
+    notes = [
+        st.how,
+        PRECISIONS[p.precision],
+        STATE_NOTE,
+        f"formula, stage {stage}, {p.precision}, Nd={st.nd}: ZeRO {ftext}"
+        + (f"; at rest: {rest_text}" if rest_f != formula else ""),
+        f"comm_bytes_per_step: {CONVENTION}"
+        + ("; stages 0/1 simulated: DDP's all-reduce (2 x gradient bytes) from the formula" if ddp_by_formula else ""),
+    ]
+    return m, notes
+
+
+def add_zero1_max_rank(stage: int, opt: Any, m: dict[str, Metric], notes: list[str], src: str) -> None:
+    """Stage 1: the largest ZeroRedundancyOptimizer partition's optimizer bytes and model state (m holds
+    this rank's optim_bytes and model_state_bytes)."""
+    if stage != 1 or not hasattr(opt, "_partition_parameters"):  # torch 2.13 names it with a leading _
+        return
+    own = int(m["optim_bytes"].value)
+    per_rank = _zero1_optim_bytes_per_rank(opt, own)
+    m["optim_bytes_max_rank"] = Metric(max(per_rank), "bytes", src, deterministic=True)
+    m["model_state_bytes_max_rank"] = Metric(
+        int(m["model_state_bytes"].value) - own + max(per_rank), "bytes", src, deterministic=True
+    )
+    notes.append(
+        "*_max_rank: the largest ZeroRedundancyOptimizer partition (the partition is the same on every "
+        "rank; per-parameter state bytes read off this rank's own state)"
+    )
 
 
 def _optim_bytes_without_scalars(opt: Any) -> int:
