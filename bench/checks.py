@@ -4,13 +4,12 @@ plugins that show the verdict beside their own figures (contract.claim_record)."
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bench.contract import Check, Claim, Evidence
-from bench.tables import fmt_value
+from bench.tables import fmt_value, num
 
 KIND_RANK = {"measured": 0, "simulated": 1, "published": 2}
 
@@ -24,20 +23,6 @@ def fmt(v: Any) -> str:
     if isinstance(v, int) and abs(v) >= 10_000:
         return f"{v:,}"  # byte counts: 39,487,696
     return fmt_value(v)
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, str):
-        try:
-            x = float(v)
-        except ValueError:
-            return None
-        return x if math.isfinite(x) else None
-    return None
 
 
 def _same_decimal(a: Any, b: Any) -> bool:
@@ -81,16 +66,16 @@ def check_value(check: Check, ev: Evidence, detail_max: int | None = None) -> tu
         if isinstance(value, str) or isinstance(expected, str):
             ok = str(value) == str(expected) or _same_decimal(value, expected)
             return ("holds" if ok else "fails"), f"{value!s} {'==' if ok else '!='} {expected!s} (exact)" + tail
-        a, b = _num(value), _num(expected)
+        a, b = num(value), num(expected)
         if a is None or b is None:
             return "fails", f"cannot compare {value!r} with {expected!r} (not finite numbers)" + tail
         ok = a == b
         return ("holds" if ok else "fails"), f"{fmt(a)}{u} {'==' if ok else '!='} {fmt(b)} (exact)" + tail
-    a = _num(value)
+    a = num(value)
     if a is None:
         return "fails", f"{value!r} is not a finite number" + tail
     if kind in ("rel", "abs"):
-        b = _num(expected)
+        b = num(expected)
         if b is None or (kind == "rel" and b == 0):
             return "reported", f"{fmt(a)}{u}; no expected value to compare with" + tail
         tol = float(check.tol or 0.0)

@@ -6,30 +6,15 @@ own their plots, the core (bench/report.py) lays the sections out.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.rows import Row
-from bench.tables import fmt_value
+from bench.tables import fmt_value, num
 
 fmt = fmt_value  # one number format for every table (bench/tables.py)
-
-
-def num(v: Any) -> float | None:
-    """A finite float, or None (bools, strings that are not numbers, NaN/inf)."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        return float(v) if math.isfinite(float(v)) else None
-    if isinstance(v, str):
-        try:
-            x = float(v)
-        except ValueError:
-            return None
-        return x if math.isfinite(x) else None
-    return None
+__all__ = ["fmt", "num"]  # plugins take both from here
 
 
 def first_number(row: Row, *names: str) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
@@ -170,3 +171,18 @@ def render_rows(
         if notes and fmt != "csv":
             out.append("\n".join(f"  note: {n}" for n in notes) + "\n")
     return "\n".join(out)
+
+
+def num(v: Any) -> float | None:
+    """A finite float, or None (bools, strings that are not numbers, NaN/inf)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, str):
+        try:
+            x = float(v)
+        except ValueError:
+            return None
+        return x if math.isfinite(x) else None
+    return None
