@@ -67,6 +67,15 @@ def pip_target(src: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: a second torch thread only spin-waits (and on a busy machine slows them many times)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def thirdparty(tmp_path_factory) -> Path:
     """bench-testplugins (plugins `toy` and `faulty`), installed in its own folder."""

@@ -19,14 +19,7 @@ from plugins.common.activations import (
 from plugins.common.gpt import GPTConfig
 from plugins.precision.activations import Act, _row
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second torch thread only spin-waits (and on a busy machine slows them many times)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.py)
 
 
 def cfg(h: int = 64, a: int = 4, L: int = 1) -> GPTConfig:

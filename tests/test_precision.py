@@ -31,13 +31,7 @@ PLUGIN = PrecisionPlugin()
 CLAIM = {c.id: c for c in CLAIMS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second torch thread only spin-waits (and on a busy machine slows them many times)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.py)
 
 
 @pytest.fixture
