@@ -105,12 +105,15 @@ def judge(claim: Claim, ev: Evidence) -> str:
 
 def combine(parts: Sequence[tuple[str, str, str | None]]) -> tuple[str, str, str | None]:
     """Several pieces of evidence (verdict, reason, kind) for one claim on one device: fails if one
-    fails, holds if one holds and none fails, else reported; the kind is the strongest of the
-    deciding pieces (measured > simulated > published). The reason lists every number."""
+        fails, holds if one holds and none fails, else reported; the kind is the strongest of the
+        deciding pieces (measured > simulated > published). The reason lists every number, after how
+    many of the judged pieces hold ("1 of 2 hold: ...") where there are several."""
     verdicts = [v for v, _, _ in parts]
     v = "fails" if "fails" in verdicts else "holds" if "holds" in verdicts else "reported"
     kinds = [k for pv, _, k in parts if pv == v and k]
     kind = min(kinds, key=lambda k: KIND_RANK[k]) if kinds else None
     if len(parts) == 1:
         return v, parts[0][1], kind
-    return v, "; ".join(f"[{pv}] {r}" for pv, r, _ in parts), kind
+    judged = [pv for pv in verdicts if pv in ("holds", "fails")]
+    held = f"{judged.count('holds')} of {len(judged)} hold: " if len(judged) > 1 else ""
+    return v, held + "; ".join(f"[{pv}] {r}" for pv, r, _ in parts), kind

@@ -329,7 +329,14 @@ def summary(devices: Sequence[str], results: Sequence[ClaimResult]) -> str:
 @click.command("claims")
 @click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt_name", type=click.Choice(FORMATS), default="terminal", show_default=True)
-def command(results: tuple[Path, ...], fmt_name: str) -> None:
+@click.option(
+    "--claims",
+    "docs",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A document's claims as TOML (repeat for several; see README): shown under its title instead of the built-in claims.",
+)
+def command(results: tuple[Path, ...], fmt_name: str, docs: tuple[Path, ...]) -> None:
     """Every documented claim: expected, measured (per device), verdict and what it rests on.
 
     RESULTS: result files or folders (default: the latest file under results/runs/; with none,
@@ -343,7 +350,14 @@ def command(results: tuple[Path, ...], fmt_name: str) -> None:
     if not paths:
         click.echo("no results under results/runs/: only the claims judged from published figures", err=True)
     # the terminal shortens the plugins' detail text; markdown and csv keep all of it
-    devices, res = evaluate(rows, detail_max=140 if fmt_name == "terminal" else None)
+    detail_max = 140 if fmt_name == "terminal" else None
+    if docs:  # documents' claims (bench/documents.py), judged by this engine in the same evaluation
+        from bench import documents
+
+        devices, _, groups = documents.judge(documents.load(docs, rows), rows, detail_max)
+        click.echo(documents.render(devices, groups, fmt_name))
+        return
+    devices, res = evaluate(rows, detail_max=detail_max)
     click.echo(render(devices, res, fmt_name))
     if fmt_name != "csv":
         click.echo("\n" + summary(devices, res))

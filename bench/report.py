@@ -92,9 +92,13 @@ def plugin_sections(rows: Sequence[Row], out_dir: Path) -> tuple[list[Section], 
     return sections, skipped
 
 
-def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> dict[str, Any]:
-    """Write report.md, report.html and the PNGs into out_dir; returns what was written."""
+def build(
+    rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = (), documents: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """Write report.md, report.html and the PNGs into out_dir; returns what was written. documents
+    (bench.documents.Document): their claims follow the built-in ones, each under its title."""
     from bench import claims as claims_mod
+    from bench import documents as docs_mod
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, skipped = plugin_sections(rows, out_dir)
@@ -103,7 +107,8 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
         a = _anchor(s.anchor)
         seen[a] = seen.get(a, 0) + 1
         s.anchor = a if seen[a] == 1 else f"{a}-{seen[a]}"
-    devices, results = claims_mod.evaluate(rows)
+    devices, results, doc_groups = docs_mod.judge(documents, rows)
+    doc_anchors = [f"claims-{_anchor(d.title)}-{i}" for i, (d, _) in enumerate(doc_groups, 1)]
     c_header, c_body = claims_mod.table(devices, results, "csv")
     verdict_cols = [i for i, h in enumerate(c_header) if h.startswith("verdict")]
     counts = claims_mod.summary(devices, results)
@@ -142,6 +147,8 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
         claims_mod.render(devices, results, "markdown"),
         "",
     ]
+    if doc_groups:
+        md += [docs_mod.render(devices, doc_groups, "markdown"), ""]
     (out_dir / "report.md").write_text("\n".join(md))
 
     # html (self-contained: images as data URIs)
@@ -157,6 +164,7 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
         [(s.anchor, s.title) for s in sections]
         + ([("skipped", "Plots skipped")] if skipped else [])
         + [("claims", "Claims")]
+        + [(a, d.title) for a, (d, _) in zip(doc_anchors, doc_groups)]
     )
     h.append(
         "<nav><strong>Contents</strong><ul>"
@@ -186,6 +194,11 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
     h.append('<h2 id="claims">Claims</h2>')
     h.append(f'<pre class="note">{html.escape(counts)}</pre>')
     h.append(_html_table(c_header, c_body, verdict_cols))
+    for a, (d, res) in zip(doc_anchors, doc_groups):
+        d_header, d_body = claims_mod.table(devices, res, "csv")
+        h.append(f'<h2 id="{a}">{html.escape(d.title)}</h2><p class="note">{html.escape(d.source)}</p>')
+        h.append(f'<pre class="note">{html.escape(claims_mod.summary(devices, res))}</pre>')
+        h.append(_html_table(d_header, d_body, verdict_cols))
     h.append("</body></html>")
     (out_dir / "report.html").write_text("\n".join(h))
     return {
@@ -207,7 +220,14 @@ def build(rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = ()) -> di
     show_default=True,
     help="Folder for report.md, report.html and the PNGs.",
 )
-def command(results: tuple[Path, ...], out_dir: Path) -> None:
+@click.option(
+    "--claims",
+    "docs",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A document's claims as TOML (repeat for several): a section each, after the built-in claims.",
+)
+def command(results: tuple[Path, ...], out_dir: Path, docs: tuple[Path, ...]) -> None:
     """Markdown + self-contained HTML report with the plugins' plots and the claims table.
 
     RESULTS: result files or folders (default: the latest file under results/runs/).
@@ -216,7 +236,9 @@ def command(results: tuple[Path, ...], out_dir: Path) -> None:
 
     paths = latest_or_given(results)
     rows = load_rows(paths, nonempty=True)
-    written = build(rows, out_dir, [str(p) for p in paths])
+    from bench.documents import load
+
+    written = build(rows, out_dir, [str(p) for p in paths], load(docs, rows))
     for s in written["skipped"]:
         click.echo(f"skipped plot: {s}", err=True)
     click.echo(f"wrote {written['html']} and {written['md']} ({len(written['pngs'])} plots)")

@@ -101,6 +101,7 @@ class DDPPlugin(Plugin):
     claims: tuple = ()  # the fsdp plugin declares the ZeRO/FSDP claims; ddp rows count as their evidence too
     metrics = {
         "model_state_bytes": "per-rank parameters + gradients + optimizer state bytes (summary rows)",
+        "n_params": "the model's parameter count Psi (case rows; formula: counted from its shape)",
         "comm_vs_ddp": "collective bytes per step of a stage / DDP's, same configuration (x)",
         "reduction_limit": "DDP's model-state bytes / a stage's replicated bytes: the reduction as Nd grows (x)",
         "scaling_efficiency": "per-rank TFLOP/s at the largest world size / at the smallest (x)",
