@@ -522,8 +522,12 @@ def _expected(c: DocClaim, env: dict[str, float], scale: float) -> tuple[float |
         return None, str(e)
 
 
-def _row_tag(r: Row) -> str:
-    return f"rank {r.labels['rank']}" if "rank" in r.labels else ""
+def _row_tag(r: Row, runs: int = 1) -> str:
+    """Which row: its rank, and its run where the matching rows come from several (repeats), so that
+    the engine keeps each row's evidence apart (it keeps identical evidence once)."""
+    bits = [f"run {r.run_id}"] if runs > 1 else []
+    bits += [f"rank {r.labels['rank']}"] if "rank" in r.labels else []
+    return ", ".join(bits)
 
 
 def attach(docs: Sequence[Document], rows: Sequence[Row]) -> Attached:
@@ -597,7 +601,8 @@ def _attach_rows(c: DocClaim, rows: Sequence[Row], defaults: dict[str, Any], add
         m = r.metric(c.metric)
         assert m is not None
         exp, why = _expected(c, _env(r, c.values), scale)
-        add(r, c.id, _evidence(c, m.value, m_unit or c.unit, m.source, exp, why, _row_tag(r)))
+        tag = _row_tag(r, len({x.run_id for x in got}))
+        add(r, c.id, _evidence(c, m.value, m_unit or c.unit, m.source, exp, why, tag))
     return (m_unit or c.unit), _check(c, tol_scale)
 
 
@@ -613,14 +618,18 @@ def _attach_ratio(c: DocClaim, rows: Sequence[Row], defaults: dict[str, Any], ad
     tos: dict[str, Row] = {}
     for r in _candidates(rows, c, {**c.select, **c.ratio_to}, defaults):
         tos.setdefault(_pair_key(r, varied), r)
-    for r in _candidates(rows, c, {**c.select, **c.ratio_of}, defaults):
+    ofs = _candidates(rows, c, {**c.select, **c.ratio_of}, defaults)
+    runs = len({r.run_id for r in ofs})
+    for r in ofs:
         other = tos.get(_pair_key(r, varied))
         if other is None:
             continue
         m = r.metric(c.metric)
         assert m is not None
         a, b = r.number(c.metric), other.number(c.metric)
-        tag = "; ".join(x for x in (_row_tag(r), f"{c.metric} {fmt(a)} / {fmt(b)} {unit_word(m.unit)}".rstrip()) if x)
+        tag = "; ".join(
+            x for x in (_row_tag(r, runs), f"{c.metric} {fmt(a)} / {fmt(b)} {unit_word(m.unit)}".rstrip()) if x
+        )
         value = a / b if a is not None and b else None
         exp, why = _expected(c, _env(r, c.values), 1.0)
         add(r, c.id, _evidence(c, value, "x", m.source, exp, why, tag))

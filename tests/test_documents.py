@@ -5,6 +5,7 @@ exits 2 naming the file and the claim; formulas are a small grammar, never eval.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from pathlib import Path
@@ -167,6 +168,22 @@ def test_a_row_claim_judges_every_matching_row_and_says_how_many_hold(tmp_path):
     assert o.reason.startswith("1 of 2 hold: ") and "rank 1" in o.reason and "+6.25%" in o.reason
     rows[1] = fsdp_row(0, 2, 1, 1600.0, 100)
     assert judged(tmp_path, HEAD + claim_toml(), rows)["doc.one"].outcomes["cpu-a"].verdict == "holds"
+
+
+def test_repeats_are_each_judged(tmp_path):
+    rows = [fsdp_row(0, 2, 0, 1600.0, 100), dataclasses.replace(fsdp_row(0, 2, 0, 1600.0, 100), run_id="r2")]
+    o = judged(tmp_path, HEAD + claim_toml(), rows)["doc.one"].outcomes["cpu-a"]
+    assert o.verdict == "holds" and o.reason.startswith("2 of 2 hold: ") and "run r2, rank 0" in o.reason
+
+
+def test_the_readme_example_is_judged_as_shown(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Your own document's claims") :]
+    block = section[section.index("```toml\n") + 8 : section.index("```\n", section.index("```toml\n") + 8)]
+    r = bench_cli("claims", str(INTEL), "--claims", str(write(tmp_path, block)), "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    (line,) = [x for x in csv.DictReader(io.StringIO(r.stdout)) if x["id"]]
+    assert (line["id"], line["verdict (cpu-intel-xeon)"]) == ("plan.ddp_16", "holds")
 
 
 def test_one_column_per_device(tmp_path):
