@@ -49,12 +49,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import expr
 from bench.checks import check_value, fmt
 from bench.contract import Check, Claim, Evidence, Figure, Judged, Plugin, Row
 from bench.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bench.claims import ClaimResult
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -685,8 +688,10 @@ def _published(c: DocClaim, check: Check) -> Judged:
         return Judged("reported", f"expected {c.expected_text}: {why}")
     ev = _evidence(c, c.printed, c.unit, "formula", exp, "", "printed")
     verdict, reason = check_value(check, ev)
-    v = verdict if verdict in ("holds", "fails") else "reported"
-    return Judged(v, reason, (Figure(exp, c.unit, "published", f"{c.expected_text} = {fmt(exp)}{u}"),))  # type: ignore[arg-type]
+    fig = (Figure(exp, c.unit, "published", f"{c.expected_text} = {fmt(exp)}{u}"),)
+    if verdict == "holds":
+        return Judged("holds", reason, fig)
+    return Judged("fails" if verdict == "fails" else "reported", reason, fig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -695,7 +700,7 @@ def _published(c: DocClaim, check: Check) -> Judged:
 
 def judge(
     docs: Sequence[Document], rows: Sequence[Row], detail_max: int | None = None
-) -> tuple[list[str], list[Any], list[tuple[Document, list[Any]]]]:
+) -> tuple[list[str], list[ClaimResult], list[tuple[Document, list[ClaimResult]]]]:
     """(devices, the built-in claims' results, [(document, its claims' results)]): one evaluation by
     bench.claims.evaluate over the built-in claims and every document's."""
     from bench import claims as engine
@@ -709,7 +714,7 @@ def judge(
     return devices, [r for r in results if r.id not in mine], groups
 
 
-def render(devices: Sequence[str], groups: Sequence[tuple[Document, Sequence[Any]]], fmt_name: str) -> str:
+def render(devices: Sequence[str], groups: Sequence[tuple[Document, Sequence[ClaimResult]]], fmt_name: str) -> str:
     """Each document's claims under its title, as the engine renders claims (csv: one table with a
     document column first)."""
     from bench import claims as engine
