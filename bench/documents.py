@@ -525,6 +525,10 @@ def _expected(c: DocClaim, env: dict[str, float], scale: float) -> tuple[float |
         return None, str(e)
 
 
+def _runs_on(rows: Sequence[Row], device: str) -> int:
+    return len({r.run_id for r in rows if r.device == device})
+
+
 def _row_tag(r: Row, runs: int = 1) -> str:
     """Which row: its rank, and its run where the matching rows come from several (repeats), so that
     the engine keeps each row's evidence apart (it keeps identical evidence once)."""
@@ -604,7 +608,7 @@ def _attach_rows(c: DocClaim, rows: Sequence[Row], defaults: dict[str, Any], add
         m = r.metric(c.metric)
         assert m is not None
         exp, why = _expected(c, _env(r, c.values), scale)
-        tag = _row_tag(r, len({x.run_id for x in got}))
+        tag = _row_tag(r, _runs_on(got, r.device))
         add(r, c.id, _evidence(c, m.value, m_unit or c.unit, m.source, exp, why, tag))
     return (m_unit or c.unit), _check(c, tol_scale)
 
@@ -622,7 +626,6 @@ def _attach_ratio(c: DocClaim, rows: Sequence[Row], defaults: dict[str, Any], ad
     for r in _candidates(rows, c, {**c.select, **c.ratio_to}, defaults):
         tos.setdefault(_pair_key(r, varied), r)
     ofs = _candidates(rows, c, {**c.select, **c.ratio_of}, defaults)
-    runs = len({r.run_id for r in ofs})
     for r in ofs:
         other = tos.get(_pair_key(r, varied))
         if other is None:
@@ -631,7 +634,12 @@ def _attach_ratio(c: DocClaim, rows: Sequence[Row], defaults: dict[str, Any], ad
         assert m is not None
         a, b = r.number(c.metric), other.number(c.metric)
         tag = "; ".join(
-            x for x in (_row_tag(r, runs), f"{c.metric} {fmt(a)} / {fmt(b)} {unit_word(m.unit)}".rstrip()) if x
+            x
+            for x in (
+                _row_tag(r, _runs_on(ofs, r.device)),
+                f"{c.metric} {fmt(a)} / {fmt(b)} {unit_word(m.unit)}".rstrip(),
+            )
+            if x
         )
         value = a / b if a is not None and b else None
         exp, why = _expected(c, _env(r, c.values), 1.0)

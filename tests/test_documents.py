@@ -187,10 +187,11 @@ def test_the_readme_example_is_judged_as_shown(tmp_path):
 
 
 def test_one_column_per_device(tmp_path):
-    rows = [fsdp_row(0, 2, 0, 1600.0, 100, "cpu-a"), fsdp_row(0, 2, 0, 1000.0, 100, "cpu-b")]
-    got = judged(tmp_path, HEAD + claim_toml(), rows)
+    b = dataclasses.replace(fsdp_row(0, 2, 0, 1000.0, 100, "cpu-b"), run_id="r2")
+    got = judged(tmp_path, HEAD + claim_toml(), [fsdp_row(0, 2, 0, 1600.0, 100, "cpu-a"), b])
     assert got["_devices"] == ["cpu-a", "cpu-b"]
     assert [got["doc.one"].outcomes[d].verdict for d in ("cpu-a", "cpu-b")] == ["holds", "fails"]
+    assert "run r" not in got["doc.one"].outcomes["cpu-b"].reason  # one run per device: no repeat to tell apart
 
 
 def test_a_selection_that_matches_no_row_is_not_measured_with_the_run_that_would(tmp_path):
