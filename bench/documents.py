@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -195,8 +196,8 @@ def _text(t: dict[str, Any], k: str) -> str:
 
 
 def _number(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{what} must be a number, not {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{what} must be a finite number, not {v!r}")
     return float(v)
 
 
@@ -206,7 +207,7 @@ def _quantity(v: Any, what: str) -> tuple[float, str]:
         m = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*", v)
         if not m:
             raise ValueError(f'{what} {v!r} is not a number with an optional unit (e.g. "0.05 GB")')
-        return float(m.group(1)), m.group(2)
+        return _number(float(m.group(1)), what), m.group(2)
     return _number(v, what), ""
 
 

@@ -298,6 +298,8 @@ def test_units_convert_within_a_family(tmp_path):
         (HEAD + claim_toml(quote=None), 'claim doc.one: needs quote = "..."'),
         (HEAD + claim_toml(tolerance='"a lot"'), "tolerance 'a lot' is not a number"),
         (HEAD + claim_toml(tolerance='"2 parsecs"'), "unknown unit 'parsecs'"),
+        (HEAD + claim_toml(tolerance="inf"), "tolerance must be a finite number, not inf"),
+        (HEAD + claim_toml(values="{ K = nan }"), "values.K must be a finite number"),
         (HEAD + claim_toml(tolerance='"1.1..0.9"'), "low end is above its high end"),
         (HEAD + claim_toml(colour='"red"'), "unknown key(s) colour"),
         (HEAD + claim_toml(fit='"colour"'), "fit = 'colour' must name a parameter of fsdp"),
