@@ -351,11 +351,11 @@ def command(results: tuple[Path, ...], fmt_name: str, docs: tuple[Path, ...]) ->
         click.echo("no results under results/runs/: only the claims judged from published figures", err=True)
     # the terminal shortens the plugins' detail text; markdown and csv keep all of it
     detail_max = 140 if fmt_name == "terminal" else None
-    if docs:  # documents' claims (bench/documents.py), judged by this engine in the same evaluation
-        from bench import documents
+    if docs:  # documents' claims (bench/documents.py, docjudge.py), judged by this engine in the same evaluation
+        from bench import docjudge, documents
 
-        devices, _, groups = documents.judge(documents.load(docs, rows), rows, detail_max)
-        click.echo(documents.render(devices, groups, fmt_name))
+        devices, _, groups = docjudge.judge(documents.load(docs, rows), rows, detail_max)
+        click.echo(docjudge.render(devices, groups, fmt_name))
         return
     devices, res = evaluate(rows, detail_max=detail_max)
     click.echo(render(devices, res, fmt_name))

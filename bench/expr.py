@@ -1,4 +1,4 @@
-"""Safe arithmetic formulas for claims written as data (bench/documents.py): "16 * n_params",
+"""Safe arithmetic formulas for claims written as data (bench/documents.py, docjudge.py): "16 * n_params",
 "(2 + 2 + K) * psi / nd / 1e9", "min(a, b) ** 0.5".
 
 The grammar is small on purpose and is enforced on Python's own parse tree (`ast`), never eval():

@@ -98,7 +98,7 @@ def build(
     """Write report.md, report.html and the PNGs into out_dir; returns what was written. documents
     (bench.documents.Document): their claims follow the built-in ones, each under its title."""
     from bench import claims as claims_mod
-    from bench import documents as docs_mod
+    from bench import docjudge as docs_mod
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, skipped = plugin_sections(rows, out_dir)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, bench_cli
 
-from bench import documents, expr
+from bench import docjudge, documents, expr
 from bench.rows import Metric, Row
 
 INTEL = ROOT / "results" / "cpu-intel-xeon-quick.jsonl"
@@ -60,7 +60,7 @@ def fsdp_row(stage: int, ws: int, rank: int, bytes_: float, n: float, device: st
 
 def judged(tmp_path: Path, text: str, rows: list[Row]) -> dict[str, Any]:
     docs = documents.load([write(tmp_path, text)], rows)
-    devices, _, groups = documents.judge(docs, rows)
+    devices, _, groups = docjudge.judge(docs, rows)
     return {r.id: r for _, res in groups for r in res} | {"_devices": devices}
 
 
