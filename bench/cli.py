@@ -157,6 +157,41 @@ def list_cmd(only: str | None) -> None:
         click.echo("")
 
 
+def build_plan(
+    plugins: tuple[str, ...], run_all: bool, profile: str | None, plugin_args: tuple[str, ...]
+) -> tuple[list[str], str, list[tuple[Any, list[Any]]]]:
+    """`bench run`'s plugins, profile and case plan [(plugin, cases)], every case validated (UsageError)."""
+    from bench.discovery import discover, get_plugin
+    from bench.params import expand_grid, parse_flags
+
+    found = discover()
+    if run_all and plugins:
+        raise UsageError("--all runs every plugin: give --all or --plugin NAME, not both")
+    if run_all:
+        if plugin_args:
+            raise UsageError("plugin flags need a single --plugin, not --all")
+        names = [n for n, f in found.items() if f.plugin is not None]
+    elif plugins:
+        names = list(dict.fromkeys(plugins))
+    else:
+        raise UsageError(f"name a plugin with --plugin NAME (installed: {', '.join(found) or 'none'}), or --all")
+    if len(names) > 1 and plugin_args:
+        raise UsageError("plugin flags need a single --plugin")
+    profile = profile or _profile_default()
+    # Parse and validate everything before anything launches.
+    plan = []
+    for name in names:
+        p = get_plugin(name, found)
+        overrides = parse_flags(p, list(plugin_args))
+        cases = expand_grid(p, profile, overrides)
+        for c in cases:
+            why = p.validate(c)
+            if why:
+                raise UsageError(f"{name}: {why}")
+        plan.append((p, cases))
+    return names, profile, plan
+
+
 @main.command(
     "run",
     cls=RunCommand,
@@ -265,37 +300,11 @@ def run_cmd(
     plugin_args: tuple[str, ...],
 ) -> None:
     """Run plugins' cases; plugin parameters are flags: bench run --plugin fsdp --stage 3 --seq 512,1024"""
-    from bench.discovery import discover, get_plugin
-    from bench.params import expand_grid, parse_flags
     from bench.results import check_writable
     from bench.runner import Interrupted, RunOptions, default_out, new_run_id, run_plugin
     from bench.tables import render_rows
 
-    found = discover()
-    if run_all and plugins:
-        raise UsageError("--all runs every plugin: give --all or --plugin NAME, not both")
-    if run_all:
-        if plugin_args:
-            raise UsageError("plugin flags need a single --plugin, not --all")
-        names = [n for n, f in found.items() if f.plugin is not None]
-    elif plugins:
-        names = list(dict.fromkeys(plugins))
-    else:
-        raise UsageError(f"name a plugin with --plugin NAME (installed: {', '.join(found) or 'none'}), or --all")
-    if len(names) > 1 and plugin_args:
-        raise UsageError("plugin flags need a single --plugin")
-    profile = profile or _profile_default()
-    # Parse and validate everything before anything launches.
-    plan = []
-    for name in names:
-        p = get_plugin(name, found)
-        overrides = parse_flags(p, list(plugin_args))
-        cases = expand_grid(p, profile, overrides)
-        for c in cases:
-            why = p.validate(c)
-            if why:
-                raise UsageError(f"{name}: {why}")
-        plan.append((p, cases))
+    names, profile, plan = build_plan(plugins, run_all, profile, plugin_args)
     from bench import rendezvous
 
     ncfg = rendezvous.check_options(nnodes, nproc_per_node, rdzv_endpoint, rdzv_id, rdzv_timeout, all_nodes_local, plan)

@@ -189,6 +189,44 @@ def interface_address(ifname: str) -> str | None:
     return None
 
 
+def route_address(host: str, port: int) -> str | None:
+    """The local address this machine uses to reach host:port (the kernel's route choice: a UDP
+    socket's connect() sends nothing, it only picks the source address), or None without a route."""
+    try:
+        fam = socket.AF_INET6 if ":" in resolve(host)[0] else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.connect((host, port))
+            return str(s.getsockname()[0]).split("%")[0]
+    except OSError:
+        return None
+
+
+def address_interface(addr: str) -> str | None:
+    """The name of the interface holding `addr` (psutil), or None."""
+    import psutil
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address.split("%")[0] == addr for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)):
+            return str(name)
+    return None
+
+
+def collective_env(host: str, port: int, env: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
+    """(the local address, the socket knobs) for the collectives of a multi-node case: the address
+    and interface this node uses to reach the rendezvous endpoint host:port. The user's own
+    GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME win (the address is then that interface's); otherwise both
+    are set to the route's interface (gloo binds the address the host name resolves to, often
+    127.0.0.1, and the other node cannot connect to it)."""
+    named = named_interface(env)
+    if named:
+        addr = interface_address(named)
+    else:
+        addr = route_address(host, port)
+    ifname = address_interface(addr) if addr and not named else None
+    knobs = {k: ifname for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME") if ifname and not env.get(k)}
+    return addr, knobs
+
+
 def named_interface(env: Mapping[str, str]) -> str | None:
     """The one interface the user named for the collectives (GLOO_SOCKET_IFNAME, else
     NCCL_SOCKET_IFNAME), when it names exactly one (not a list or an exclusion: '^docker0,lo')."""

@@ -33,9 +33,10 @@ CONSEQUENCE = re.compile(
 )
 
 
-def local_view(local: Any, tdp: Path, index: int) -> dict[str, Any]:
+def local_view(local: Any, tdp: Path, index: int, stopped: str = "") -> dict[str, Any]:
     """What this node saw: its ranks (from the roster its ranks wrote), which wrote no result,
-    their errors, and the case's status and message as the runner judged them here."""
+    their errors, and the case's status and message as the runner judged them here. stopped: why
+    this node ended its part early because of another node (its ranks' deaths are consequences)."""
     roster = _read_json(tdp / "roster.json") or {}
     files = {int(p.stem[4:]): _read_json(p) or {} for p in tdp.glob("rank*.json")}
     node = roster.get("node")
@@ -61,6 +62,7 @@ def local_view(local: Any, tdp: Path, index: int) -> dict[str, Any]:
         "roster": roster.get("ranks", []),
         "hung": hung,
         "where": where,
+        "stopped": stopped,
     }
 
 
@@ -105,11 +107,16 @@ def combine(
         return text, {"failed_rank": rank, "failed_node": node, "failed_host": host}
 
     views = [v for v in reports.values() if v]
-    died = [(v, r) for v in views for r in v["missing"] if v["status"] != "timeout" and v["status"] != "ok"]
+    died = [
+        (v, r)
+        for v in views
+        for r in v["missing"]
+        if v["status"] not in ("timeout", "ok") and not v.get("stopped")  # stopped: killed by us, not dead
+    ]
     silent = [j for j, v in reports.items() if v is None]
     errs = sorted(
         ((int(r), e, v) for v in views for r, e in v["errors"].items()),
-        key=lambda t: (bool(CONSEQUENCE.search(t[1]["message"])), t[0]),
+        key=lambda t: (bool(t[2].get("stopped")) or bool(CONSEQUENCE.search(t[1]["message"])), t[0]),
     )
 
     def brief(errors: list[tuple[int, dict[str, Any], Any]]) -> str:
@@ -125,7 +132,8 @@ def combine(
     if silent:
         j = silent[0]
         ranks = [e["rank"] for e in roster if e.get("index") == j]
-        text, labels = who(ranks[0] if ranks else None, {"host": hosts.get(j, "?"), "node": None})
+        # no roster (the process group never formed): the node by its place in the run
+        text, labels = who(ranks[0] if ranks else None, {"host": hosts.get(j, "?"), "node": j})
         gone = f"node {j}'s bench run ({hosts.get(j, '?')}) sent no report: it is gone"
         return (
             "error",
@@ -138,7 +146,7 @@ def combine(
         text, labels = who(r, v)
         rest = brief(errs[1:])
         return e["status"], f"{text}: {e['message']}" + (f"; then {rest}" if rest else ""), labels, []
-    timed = [v for v in views if v["status"] == "timeout"]
+    timed = [v for v in views if v["status"] == "timeout" and not v.get("stopped")]
     if timed:  # the rank that hung: the one outside torch while the others waited in it (bench.stacks)
         miss = sorted(r for v in timed for r in v["missing"])
         hung = [v["hung"] for v in timed if v.get("hung") is not None]
@@ -149,11 +157,13 @@ def combine(
         msg = f"{timed[0]['message'].split(' (ranks')[0]}; ranks without a result: {names}"
         msg += (f"; {text} hung" if name is not None else "") + (f" ({places})" if places else "")
         return "timeout", msg, labels if name is not None else {}, []
-    bad = next((v for v in views if v["status"] != "ok"), None)
+    bad = next((v for v in views if v["status"] != "ok" and not v.get("stopped")), None)
+    bad = bad or next((v for v in views if v["status"] != "ok"), None)
     if bad:
+        why = f"; stopped: {bad['stopped']}" if bad.get("stopped") else ""
         return (
             bad["status"],
-            f"node {bad['node']} ({bad['host']}): {bad['message']}",
+            f"node {bad['node']} ({bad['host']}): {bad['message']}{why}",
             {"failed_node": bad["node"], "failed_host": bad["host"]},
             [],
         )

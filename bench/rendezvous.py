@@ -43,12 +43,11 @@ from typing import Any
 from bench.errors import HarnessError, UsageError
 from bench.launch import (
     LOOPBACK,
-    interface_address,
+    collective_env,
     is_loopback,
     local_addresses,
     loopback_env,
     multinode_command,
-    named_interface,
     parse_endpoint,
     resolve,
 )
@@ -113,6 +112,11 @@ def node_config(
         addrs = resolve(host)
     except OSError as e:
         raise UsageError(f"--rdzv-endpoint: cannot resolve {host!r} ({e})") from None
+    if any(_unspecified(a) for a in addrs):
+        raise UsageError(
+            f"--rdzv-endpoint {endpoint}: {host} is the any-address, not a node; give the first node's address "
+            "on the cluster network (the store listens on that address only)"
+        )
     loop = [a for a in addrs if is_loopback(a)]
     if loop and not all_local:
         raise UsageError(
@@ -127,12 +131,18 @@ def node_config(
     rid = rdzv_id or os.environ.get("SLURM_JOB_ID") or "bench"
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", rid):
         raise UsageError(f"--rdzv-id {rid!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    per = check_worlds(nnodes, nproc_per_node, worlds)
+    return NodeConfig(nnodes, per, host, port, rid, float(timeout_s), all_local)
+
+
+def check_worlds(nnodes: int, nproc_per_node: int | None, worlds: list[tuple[str, str, int | None]]) -> int:
+    """Every case a torchrun case of nnodes x ranks-per-node ranks (UsageError, one line); the ranks per node."""
     per = nproc_per_node
     for plugin, label, world in worlds:
         if world is None:
             raise UsageError(
                 f"{plugin} case ({label}) runs in one process: with --nnodes {nnodes} every case must be "
-                "a torchrun case (give the plugin's multi-rank form, e.g. --simulate false)"
+                "a torchrun case (give the plugin's multi-rank form: for fsdp, --simulate false --params 0)"
             )
         if per is None:
             if world % nnodes:
@@ -143,7 +153,7 @@ def node_config(
                 f"{plugin} case ({label}) needs {world} ranks, but --nnodes {nnodes} x --nproc-per-node "
                 f"{per} = {nnodes * per}: make the case's world size (e.g. --world-size) match"
             )
-    return NodeConfig(nnodes, per or 1, host, port, rid, float(timeout_s), all_local)
+    return per or 1
 
 
 def plan_digest(cfg: NodeConfig, plan: list[tuple[str, list[dict[str, Any]]]], profile: str) -> str:
@@ -256,7 +266,7 @@ class Nodes:
                     self.broken = f"not started: {names} left the run before case {case_id}"
                     waited = self.cfg.timeout_s + self.last_limit_s
                     what = "is gone (its bench run ended)" if gone else f"did not arrive within {waited:.0f} s"
-                    return "error", f"{names} {what}: case {case_id} and the rest of the run are not started"
+                    return "skipped", f"not started: {names} {what}; the rest of the run is not started either"
                 time.sleep(POLL_S)
             whys = [(j, json.loads(self.store.get(f"{c}/plan/{j}"))["why"]) for j in range(self.cfg.nnodes)]
         except (RuntimeError, OSError) as e:
@@ -281,10 +291,9 @@ class Nodes:
 
     def command(self, spec_path: Path, case_id: str, limit_s: float) -> tuple[list[str], dict[str, str]]:
         self.last_limit_s = limit_s
-        local = LOOPBACK if self.cfg.all_local else None
-        ifname = None if self.cfg.all_local else named_interface(os.environ)
-        if ifname:
-            local = interface_address(ifname)
+        local, knobs = (
+            (LOOPBACK, {}) if self.cfg.all_local else collective_env(self.cfg.host, self.cfg.port, os.environ)
+        )
         cmd, env = multinode_command(
             spec_path,
             nnodes=self.cfg.nnodes,
@@ -296,7 +305,38 @@ class Nodes:
         )
         if self.cfg.all_local:  # every node on this host: the collectives on loopback too
             env.update({k: v for k, v in loopback_env().items() if k.endswith("IFNAME")})
+        env.update(knobs)  # the interface that reaches the endpoint (recorded in the rows' env)
         return cmd, env
+
+    # -- while a case runs ------------------------------------------------------------------------------
+    def watch(self, case_id: str) -> str:
+        """Why this node must end its part of the running case now, else "": another node's part
+        failed (a rank died: its torchrun ended with an error), a node's heartbeat stopped, or the
+        run's store is unreachable (the writing node is gone: this node then writes)."""
+        c = self._k(f"case/{case_id}")
+        try:
+            if int(self.store.add(f"{c}/failed", 0)):
+                for j in range(self.cfg.nnodes):
+                    if j != self.index and self.store.check([f"{c}/failed/{j}"]):
+                        why = self.store.get(f"{c}/failed/{j}").decode()
+                        return f"node {j} ({self._host(j)}) ended its part of the case: {why[:300]}"
+            gone = [j for j in range(self.cfg.nnodes) if not self._alive(j)]
+            if gone:
+                j = gone[0]
+                return f"node {j} ({self._host(j)}) is gone: its bench run's heartbeat stopped for {STALE_S:g} s"
+        except (RuntimeError, OSError) as e:
+            self._lost(e)
+            return self._writer_gone_text(e)
+        return ""
+
+    def mark_failed(self, case_id: str, why: str) -> None:
+        """This node's part of the case failed: tell the others (they stop theirs: watch)."""
+        c = self._k(f"case/{case_id}")
+        try:
+            self.store.set(f"{c}/failed/{self.index}", why[:1000])
+            self.store.add(f"{c}/failed", 1)
+        except (RuntimeError, OSError) as e:
+            self._lost(e)
 
     # -- after a case --------------------------------------------------------------------------------
     def local_ranks(self, tdp: Path) -> list[int] | None:
@@ -305,16 +345,21 @@ class Nodes:
         ranks = sorted(e["rank"] for e in roster.get("ranks", []) if e.get("index") == self.index)
         return ranks or None
 
-    def settle(self, case_id: str, local: Any, tdp: Path, started: float, limit_s: float) -> Any:
+    def settle(self, case_id: str, local: Any, tdp: Path, started: float, limit_s: float, stopped: str = "") -> Any:
         """Publish this node's view of the case; on the writer, combine every node's into the
-        case's result (bench.runner.CaseResult). A non-writer returns its own view (not written)."""
+        case's result (bench.runner.CaseResult). A non-writer returns its own view, written only
+        when the writer is gone. stopped: why this node ended its part early (Nodes.watch)."""
         from bench.runner import CaseResult
 
-        view = local_view(local, tdp, self.index)
+        view = local_view(local, tdp, self.index, stopped)
         c = self._k(f"case/{case_id}")
+        if self.writer_gone:
+            return self._survivor_row(local, view, stopped)
         try:
             self.store.set(f"{c}/report/{self.index}", json.dumps(view))
             if not self.hosting:
+                # a round trip: a set to a store whose process died may look sent; add needs an answer
+                self.store.add(f"{c}/reported", 1)
                 return with_node(local, view)
             reports: dict[int, dict[str, Any] | None] = {self.index: view}
             end = started + limit_s + GRACE_S
@@ -328,7 +373,7 @@ class Nodes:
                         time.sleep(POLL_S)
         except (RuntimeError, OSError) as e:
             self._lost(e)
-            return with_node(local, view)
+            return self._survivor_row(local, view, self._writer_gone_text(e))
         gathered = _read_json(tdp / "gathered.json")
         status, message, labels, records = combine(
             reports, gathered, self.hosts, self.cfg.nnodes * self.cfg.nproc_per_node
@@ -380,6 +425,29 @@ class Nodes:
             self._seen[j] = (v, now)
             return True
         return now - seen[1] < STALE_S
+
+    def _writer_gone_text(self, e: BaseException) -> str:
+        w = self.writer_index
+        return (
+            f"node {w} ({self._host(w)}), the writing node, is gone: the run's store at {self.cfg.endpoint} "
+            f"is unreachable ({_short(e)}); node {self.index} writes from here on"
+        )
+
+    def _survivor_row(self, local: Any, view: dict[str, Any], why: str) -> Any:
+        """The case that broke as this node saw it, when the writer is gone: one error row naming
+        the writing node (its lowest rank from the ranks' roster) as the failure."""
+        writer = [e for e in view.get("roster", []) if e.get("writer")]
+        first = min(writer, key=lambda e: e["rank"]) if writer else None
+        local.status = "error"
+        local.message = why + (f"; here: {local.message[:600]}" if local.message else "")
+        local.records = []
+        local.labels = {
+            **local.labels,
+            "failed_rank": first["rank"] if first else None,
+            "failed_node": first["node"] if first else None,
+            "failed_host": first["host"] if first else self.hosts.get(self.writer_index, "?"),
+        }
+        return local
 
     def _lost(self, e: BaseException) -> str:
         self.writer_gone = True
@@ -433,6 +501,16 @@ def _open_store(cfg: NodeConfig) -> tuple[Any, bool]:
         ) from None
 
 
+def _unspecified(addr: str) -> bool:
+    """0.0.0.0 or :: (listen on every interface; no node can be reached there)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(addr.split("%")[0]).is_unspecified
+    except ValueError:
+        return False
+
+
 def _short(e: BaseException) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {first[:200]}"
@@ -449,14 +527,19 @@ def check_options(
     plan: list[tuple[Any, list[Any]]],
 ) -> NodeConfig | None:
     """node_config over a `bench run` plan [(plugin, cases)] (UsageError before anything launches)."""
+    return node_config(nnodes, nproc_per_node, endpoint, rdzv_id, timeout_s, all_local, worlds_of(plan))
+
+
+def worlds_of(plan: list[tuple[Any, list[Any]]]) -> list[tuple[str, str, int | None]]:
+    """(plugin, case label, ranks -- None for a single-process case) of every case of a plan."""
     from bench.runner import case_label
 
-    worlds = []
+    worlds: list[tuple[str, str, int | None]] = []
     for p, cases in plan:
         for c in cases:
             launch = p.launch(c)
             worlds.append((p.name, case_label(c), launch.nproc if launch.kind == "torchrun" else None))
-    return node_config(nnodes, nproc_per_node, endpoint, rdzv_id, timeout_s, all_local, worlds)
+    return worlds
 
 
 def start(cfg: NodeConfig, plan: list[tuple[Any, list[Any]]], profile: str, run_id: str, say: Any) -> Nodes:

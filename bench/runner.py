@@ -42,6 +42,7 @@ from bench.supervise import kill_tree, supervised
 from bench.warm import WarmWorker, run_warm
 
 MIN_CASE_S = 5.0  # a case is not started with less time than this left before the deadline
+WATCH_S = 0.5  # several nodes: how often a running case polls the run's store for a failed or gone node
 
 
 @dataclass
@@ -146,8 +147,9 @@ def run_case(
             start_new_session=True,  # Ctrl-C reaches only the parent, which then kills the tree
         )
         timed_out = False
+        stopped = ""  # several nodes: why this node ended its part early (another node failed or is gone)
         try:
-            proc.wait(timeout=timeout)
+            stopped = _wait(proc, timeout, nodes, case_id)
         except subprocess.TimeoutExpired:
             timed_out = True
             if torchrun:  # where each rank is, before the kill: names the one that hung (bench.stacks)
@@ -166,11 +168,34 @@ def run_case(
         ranks = nodes.local_ranks(tdp) if nodes is not None else None
         res = outcome(tdp, stderr, nranks, torchrun, timed_out, timeout, ranks)
         if nodes is not None:  # every node's view -> the case's rows (on the writer)
-            res = nodes.settle(case_id, res, tdp, started, timeout)
+            if res.status not in ("ok", "skipped") and not stopped:  # the others end their part at once (Nodes.watch)
+                nodes.mark_failed(case_id, res.message)
+            res = nodes.settle(case_id, res, tdp, started, timeout, stopped)
         res.env = passthrough_env(env)
         for rec in res.records:
             rec.setdefault("env", res.env)
         return res
+
+
+def _wait(proc: subprocess.Popen[Any], timeout: float, nodes: Any, case_id: str) -> str:
+    """Wait for the case's process tree (TimeoutExpired past `timeout`). Several nodes: poll the
+    run's store every WATCH_S and kill this node's part as soon as another node's part failed or a
+    node is gone (bench.rendezvous.Nodes.watch); returns why, else ""."""
+    if nodes is None:
+        proc.wait(timeout=timeout)
+        return ""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(timeout=max(0.0, min(WATCH_S, end - time.monotonic())))
+            return ""
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= end:
+                raise
+        why = nodes.watch(case_id)
+        if why:
+            kill_tree(proc.pid)
+            return str(why)
 
 
 # --- rows -----------------------------------------------------------------------------------------
