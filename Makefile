@@ -19,7 +19,7 @@ GATE_RUN = run --all --profile quick --device cpu --threads 1 --format none
 MACHINE_BASELINES ?= results/machine-baselines
 GATE_TOL ?=
 
-.PHONY: install bench test gate baseline bench-overhead timing-agreement gate-power clean
+.PHONY: install bench test test-nodes gate baseline bench-overhead timing-agreement gate-power clean
 
 install: $(STAMP)
 
@@ -44,7 +44,12 @@ test: $(STAMP)
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/ruff check --quiet .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not nodes"
+
+# Several nodes on real engines (root): two hosts in network namespaces and a real SLURM cluster over
+# them (scripts/nodes_env.sh; tests/test_nodes_real.py). CI (.ci/run) installs slurm-wlm and munge first.
+test-nodes: $(STAMP)
+	$(BIN)/python -m pytest -q -m nodes tests/test_nodes_real.py -s -p no:xdist; rc=$$?; scripts/nodes_env.sh down; exit $$rc
 
 # CI regression gate: the quick suite's deterministic metrics (bytes, FLOPs, fixed-seed losses),
 # portable and machine-bound parts reported apart. Exit 0 pass, 1 regression, 2 ambiguous/missing rows, 3 error.

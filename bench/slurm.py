@@ -79,7 +79,8 @@ def batch_script(
         f"#SBATCH --job-name={job_name}",
         f"#SBATCH --nodes={nodes}",
         "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --cpus-per-task={cpus}  # the node's bench run and its {nproc_per_node} rank(s) share these cores",
+        f"# each node's bench run and its {nproc_per_node} rank(s) share --cpus-per-task cores",
+        f"#SBATCH --cpus-per-task={cpus}",
     ]
     if gpus_per_node:
         head.append(f"#SBATCH --gpus-per-node={gpus_per_node}")
@@ -166,9 +167,10 @@ def check_run_args(run_args: list[str]) -> None:
         raise UsageError("give the `bench run` arguments after --, e.g. -- --plugin fsdp --stage 3 --world-size 16")
 
 
-def check_plan(run_args: list[str], nodes: int, nproc_per_node: int) -> None:
+def check_plan(run_args: list[str], nodes: int, nproc_per_node: int | None) -> int:
     """What `bench run` would refuse on the nodes, refused here before a script is written: its
-    options, the plugins and their flags, and each case's world size against nodes x ranks."""
+    options, the plugins and their flags, and each case's world size against nodes x ranks.
+    Returns the ranks each node runs (at most: one node runs each case's world size)."""
     from bench import rendezvous
     from bench.cli import build_plan, run_cmd
 
@@ -178,9 +180,10 @@ def check_plan(run_args: list[str], nodes: int, nproc_per_node: int) -> None:
         raise UsageError(f"the bench run arguments: {e.format_message()}") from None
     p = ctx.params
     _, _, plan = build_plan(p["plugins"], p["run_all"], p["profile"], p["plugin_args"])
+    worlds = rendezvous.worlds_of(plan)
     if nodes > 1:
-        worlds = rendezvous.worlds_of(plan)
-        rendezvous.check_worlds(nodes, nproc_per_node, worlds)
+        return rendezvous.check_worlds(nodes, nproc_per_node, worlds)
+    return nproc_per_node or max([w or 1 for _, _, w in worlds] or [1])
 
 
 def parse_env(items: tuple[str, ...]) -> dict[str, str]:
@@ -210,7 +213,7 @@ def parse_env(items: tuple[str, ...]) -> dict[str, str]:
     "--nproc-per-node",
     type=click.IntRange(1, 1024),
     default=None,
-    help="Ranks per node (default: --gpus-per-node, else 1).",
+    help="Ranks per node (default: each case's world size / --nodes).",
 )
 @click.option(
     "--cpus-per-task",
@@ -286,8 +289,7 @@ def command(
     ):
         if v is not None and not re.fullmatch(r"[\w.\-]+", v):
             raise UsageError(f"{name} {v!r}: letters, digits, '.', '_' or '-' only")
-    per = nproc_per_node or max(1, gpus_per_node)
-    check_plan(args, nodes, per)
+    per = check_plan(args, nodes, nproc_per_node)
     if not out.strip():
         raise UsageError("--out '': give the result file's path")
     text = batch_script(
