@@ -179,7 +179,8 @@ def check_plan(run_args: list[str], nodes: int, nproc_per_node: int | None) -> i
     except click.ClickException as e:
         raise UsageError(f"the bench run arguments: {e.format_message()}") from None
     p = ctx.params
-    _, _, plan = build_plan(p["plugins"], p["run_all"], p["profile"], p["plugin_args"])
+    # the nodes' own limits (their cores, their GPUs) are theirs to check: not this login node's
+    _, _, plan = build_plan(p["plugins"], p["run_all"], p["profile"], p["plugin_args"], machine=False)
     worlds = rendezvous.worlds_of(plan)
     if nodes > 1:
         return rendezvous.check_worlds(nodes, nproc_per_node, worlds)

@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -136,11 +137,14 @@ def test_two_nodes_one_file_a_killed_case_and_a_killed_node(tmp_path):
     # 3. B's bench run killed in the third case
     _case_dir(b.pid, "fsdp-003", b)
     b_tree = _tree(b.pid)
+    killed = time.time()
     os.kill(b.pid, signal.SIGKILL)
     b.wait()
     _, alive = psutil.wait_procs(b_tree, timeout=15)
     assert not alive and not glob.glob(f"/tmp/bench-case-{b.pid}-*"), [p.pid for p in alive]
     assert a.wait(timeout=240) == 0, (tmp_path / "a.log").read_text()[-3000:]
+    waited = time.time() - killed  # issue 30 item 10: 67 s and 304 s before
+    assert waited < 30, f"the writer waited {waited:.0f} s for a node that was gone"
     assert not worker_processes() and not glob.glob(f"/tmp/bench-case-{a.pid}-*")
     assert not (tmp_path / "b.jsonl").exists(), "only the node hosting the store writes"
     rows = [r for r in _rows(tmp_path / "a.jsonl") if r["kind"] == "case"]
@@ -156,7 +160,8 @@ def test_two_nodes_one_file_a_killed_case_and_a_killed_node(tmp_path):
     knobs = ok[0]["fingerprint"]["env"]  # the knobs each node ran with, never a credential
     assert knobs["NCCL_DEBUG"] == "WARN" and knobs["GLOO_SOCKET_IFNAME"] == "lo" and "NCCL_SECRET_TOKEN" not in knobs
     (third,) = by_case["fsdp-003"]
-    assert third["status"] == "error" and third["labels"].get("failed_node") is not None, third["message"]
+    assert third["status"] == "error" and third["labels"].get("failed_node") == roster["node"], third["message"]
+    assert third["labels"]["failed_rank"] == b_rank and "?" not in third["message"], third["message"]
     single = tmp_path / "single.jsonl"
     r = run_bench("run", *CASE, "--precision", "fp32", "--steps", "2", "--seq", "96", "--out", str(single))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -199,6 +204,8 @@ def test_a_node_that_never_joins_ends_the_run_with_one_line(tmp_path):
             "needs 2 ranks, but --nnodes 2 x --nproc-per-node 2 = 4",
         ),
         (["--rdzv-endpoint", "10.1.2.3:29500"], "is for runs over several nodes"),
+        (["--nnodes", "2", "--rdzv-endpoint", "0.0.0.0:29500"], "0.0.0.0 is the any-address"),  # issue 30 item 4
+        (["--nnodes", "2", "--rdzv-endpoint", "[::]:29500"], ":: is the any-address"),
         (["--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:9", "--all-nodes-local", "--rdzv-id", "a b"], "--rdzv-id"),
     ],
 )
@@ -303,6 +310,50 @@ def test_combine_a_silent_node_a_real_error_and_a_timeout():
     hung = {0: _view(0, "timeout", t + " (ranks without a result: [0])", [0]), 1: _view(1, "ok")}
     status, msg, labels, _ = combine(hung, None, {}, 2)
     assert status == "timeout" and labels["failed_rank"] == 0 and "ranks without a result: rank 0 on node 0" in msg
+
+
+def test_combine_a_node_stopped_by_another_is_not_the_failure():
+    """Node 0 ended its part because node 1 failed (Nodes.watch): its rank without a result was
+    killed by bench, not dead; the row names node 1's rank."""
+    stopped = {**_view(0, "error", "rank 0 died without a result (exitcode -15)", [0]), "stopped": "node 1 ended"}
+    errs = {"1": {"status": "error", "message": "ValueError: bad shape"}}
+    status, msg, labels, _ = combine({0: stopped, 1: _view(1, "error", errors=errs)}, None, {}, 2)
+    assert (
+        status == "error"
+        and labels["failed_rank"] == 1
+        and msg.startswith("rank 1 on node 1 (b, local rank 0): ValueError")
+    ), msg
+
+
+def test_combine_a_silent_node_before_the_process_group_names_the_node():
+    """Issue 30 item 10: no roster yet (the ranks never met): the gone node is still named."""
+    view = {**_view(0, "error", "stopped"), "roster": [], "stopped": "node 1 is gone"}
+    status, msg, labels, _ = combine({0: view, 1: None}, None, {1: "b"}, 2)
+    assert status == "error" and labels["failed_node"] == 1 and labels["failed_host"] == "b", labels
+    assert "node 1's bench run (b) sent no report" in msg and "None" not in msg, msg
+
+
+def test_the_collectives_use_the_interface_that_reaches_the_endpoint():
+    """Issue 25: gloo bound the address the host name resolves to (127.0.0.1 on a stock host) and the
+    other node could not connect. The route's own interface and address are taken instead; a name
+    the user set is kept."""
+    import psutil
+
+    from bench.launch import collective_env
+
+    addr, knobs = collective_env("127.0.0.1", 29500, {})
+    assert addr == "127.0.0.1" and knobs == {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
+    own = [
+        (name, a.address)
+        for name, addrs in psutil.net_if_addrs().items()
+        for a in addrs
+        if a.family == socket.AF_INET and not a.address.startswith("127.")
+    ]
+    if own:  # this machine's own address: the kernel routes it locally (nothing is sent anywhere)
+        name, ip = own[0]
+        assert collective_env(ip, 29500, {}) == (ip, {"GLOO_SOCKET_IFNAME": name, "NCCL_SOCKET_IFNAME": name})
+    addr, knobs = collective_env("127.0.0.1", 29500, {"NCCL_SOCKET_IFNAME": "lo"})
+    assert addr == "127.0.0.1" and knobs == {}, "the user's interface wins, and no other is set beside it"
 
 
 def test_combine_ok_only_with_every_rank_gathered():

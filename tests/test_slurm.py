@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 
-RUN = ["--", "--plugin", "fsdp", "--stage", "3", "--world-size", "16"]
+RUN = ["--", "--plugin", "fsdp", "--stage", "3", "--world-size", "16", "--simulate", "false", "--params", "0"]
 
 
 def _stub(d: Path, name: str, body: str) -> None:
@@ -26,11 +26,17 @@ def _stub(d: Path, name: str, body: str) -> None:
 
 @pytest.fixture
 def slurm_stubs(tmp_path: Path) -> tuple[Path, Path]:
-    """scontrol (two hosts), srun (logs itself; runs `-w` steps, records the bench command), hostname, ip."""
+    """scontrol (two hosts; the first one's NodeAddr), srun (logs itself; runs `-w` steps, records the
+    bench command), ip."""
     bin_, log = tmp_path / "bin", tmp_path / "srun.log"
     bin_.mkdir()
-    _stub(bin_, "scontrol", '[ "$1 $2" = "show hostnames" ] && printf "gpu-017\\ngpu-018\\n"\n')
-    _stub(bin_, "hostname", 'echo "10.1.2.3 fd00::3"\n')
+    _stub(
+        bin_,
+        "scontrol",
+        '[ "$1 $2" = "show hostnames" ] && printf "gpu-017\\ngpu-018\\n"\n'
+        '[ "$1 $2 $3" = "show node gpu-017" ] && echo "NodeName=gpu-017 Arch=x86_64 CoresPerSocket=8"'
+        ' && echo "   NodeAddr=${STUB_NODEADDR:-10.1.2.3} NodeHostName=gpu-017 Version=22.05.8"\nexit 0\n',
+    )
     _stub(bin_, "ip", 'echo "5: ib0    inet 10.9.8.7/16 brd 10.9.255.255 scope global ib0"\n')
     _stub(
         bin_,
@@ -68,17 +74,19 @@ def _write(tmp_path: Path, *extra: str) -> tuple[str, Path]:
     return script.read_text(), script
 
 
-def _run(script: Path, stubs: tuple[Path, Path]) -> list[str]:
+def _run(script: Path, stubs: tuple[Path, Path], rc: int = 0, **extra: str) -> list[str]:
     bin_, log = stubs
+    log.unlink(missing_ok=True)
     env = {
+        **extra,
         **os.environ,
         "PATH": f"{bin_}:{os.environ['PATH']}",
         "SLURM_JOB_NODELIST": "gpu-[017-018]",
         "SLURM_JOB_ID": "4242",
     }
     r = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    return log.read_text().splitlines()
+    assert r.returncode == rc, r.stderr
+    return (log.read_text().splitlines() if log.exists() else []) + r.stderr.splitlines()
 
 
 def test_the_script_for_2_nodes_x_8_gpus(tmp_path, slurm_stubs):
@@ -94,10 +102,10 @@ def test_the_script_for_2_nodes_x_8_gpus(tmp_path, slurm_stubs):
         'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
     ):
         assert line in text.splitlines(), line
+    assert "#SBATCH --cpus-per-task=8" in text.splitlines()  # one core per rank unless --cpus-per-task
     log = _run(script, slurm_stubs)
-    assert any("-w gpu-017 hostname --ip-address" in x for x in log), log  # the first host of the allocation
     (main_step,) = [x for x in log if x.startswith("srun --nodes=2")]
-    assert "--ntasks-per-node=1" in main_step
+    assert "--ntasks-per-node=1" in main_step and "--cpus-per-task=8" in main_step  # srun does not inherit it
     (cmd,) = [x for x in log if x.startswith("CMD ")]
     argv = shlex.split(cmd)[1:]
     assert argv[1:4] == ["-m", "bench.cli", "run"]
@@ -110,7 +118,7 @@ def test_the_script_for_2_nodes_x_8_gpus(tmp_path, slurm_stubs):
     }
     for k, v in want.items():
         assert argv[argv.index(k) + 1] == v, (k, argv)
-    assert argv[-6:] == RUN[1:]
+    assert argv[-len(RUN) + 1 :] == RUN[1:]
 
 
 def test_the_interface_names_the_address_and_the_collectives_socket(tmp_path, slurm_stubs):
@@ -132,15 +140,77 @@ def test_the_interface_names_the_address_and_the_collectives_socket(tmp_path, sl
             ["--time", "1:00:00", "--out", "x.jsonl", "--", "--plugin", "fsdp", "--nnodes", "4"],
             "--nnodes is set by `bench slurm`",
         ),
+        (
+            ["--time", "1:00:00", "--out", "x.jsonl", *RUN, "--all-nodes-local"],
+            "--all-nodes-local runs every node on one host",
+        ),
+        # issue 30 item 19: what `bench run` would refuse on the nodes, refused before a script exists
+        (
+            ["--time", "1:00:00", "--out", "x.jsonl", "--nproc-per-node", "8", *RUN[:6], "8", *RUN[7:]],
+            "needs 8 ranks, but --nnodes 2 x --nproc-per-node 8 = 16",
+        ),
+        (["--time", "1:00:00", "--out", "x.jsonl", "--", "--plugin", "nosuch"], "nosuch"),
+        (["--time", "1:00:00", "--out", "x.jsonl", "--nproc-per-node", "1024", *RUN], "= 2048"),
+        (["--time", "1:00:00", "--out", "x.jsonl", "--", "--plugin", "fsdp", "--stage", "3"], "runs in one process"),
+        (["--time", "1:00:00", "--out", "x.jsonl", "--", "--plugin", "fsdp", "--bogus", "1"], "--bogus"),
+        (["--time", "1:00:00", "--out", "", *RUN], "--out ''"),
         (["--time", "1:00:00", "--out", "x.jsonl"], "give the `bench run` arguments after --"),
         (["--time", "1:00:00", "--out", "x.jsonl", "--env", "HF_TOKEN=abc", *RUN], "--env 'HF_TOKEN=abc'"),
         (["--time", "1:00:00", "--out", "x.jsonl", "--partition", "a;rm -rf /", *RUN], "--partition"),
     ],
 )
 def test_bad_slurm_options_are_one_line(tmp_path, args, says):
-    with CliRunner().isolated_filesystem(temp_dir=tmp_path):
+    with CliRunner().isolated_filesystem(temp_dir=tmp_path) as d:
         r = CliRunner().invoke(main, ["slurm", "--nodes", "2", *args])
+        assert not list(Path(d).rglob("*.sbatch")), "no script for a job that can only fail"
     assert r.exit_code == 2 and says in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_65536_nodes_of_1024_ranks_are_refused_before_the_script(tmp_path):
+    r = CliRunner().invoke(
+        main, ["slurm", "--nodes", "65536", "--nproc-per-node", "1024", "--time", "1:00:00", "--out", "x.jsonl", *RUN]
+    )
+    assert r.exit_code == 2 and "needs 16 ranks, but --nnodes 65536 x --nproc-per-node 1024" in r.output, r.output
+
+
+def test_one_node_is_the_single_node_form(tmp_path, slurm_stubs):
+    """--nodes 1: a plain `bench run` (its private loopback rendezvous), no --nnodes/--rdzv-endpoint,
+    which `bench run` refuses with one node; the cores are the case's world size (issue 25)."""
+    script = tmp_path / "one.sbatch"
+    args = ["slurm", "--nodes", "1", "--gpus-per-node", "0", "--time", "10:00", "--out", "r.jsonl"]
+    r = CliRunner().invoke(main, [*args, "--script", str(script), "--", *RUN[1:6], "2", *RUN[7:]])
+    assert r.exit_code == 0, r.output
+    text = script.read_text()
+    assert "#SBATCH --cpus-per-task=2" in text and "CPU only" in text and "#SBATCH --gpus-per-node" not in text
+    log = _run(script, slurm_stubs)
+    (cmd,) = [x for x in log if x.startswith("CMD ")]
+    argv = shlex.split(cmd)[1:]
+    assert argv[1:4] == ["-m", "bench.cli", "run"] and "--nnodes" not in argv and "--rdzv-endpoint" not in argv
+    assert [x for x in log if x.startswith("srun --nodes=1 ")], log
+
+
+def test_the_head_address_comes_from_slurm_not_the_host_name(tmp_path, slurm_stubs):
+    """No --interface: the first node's NodeAddr from `scontrol show node`, resolved; a NodeAddr that
+    resolves only to loopback (Debian's 127.0.1.1 host line) stops the job with one line, before
+    any bench run (issue 25: `hostname --ip-address` gave 127.0.0.1)."""
+    _, script = _write(tmp_path)
+    (cmd,) = [x for x in _run(script, slurm_stubs) if x.startswith("CMD ")]
+    assert "--rdzv-endpoint 10.1.2.3:29500" in cmd
+    log = _run(script, slurm_stubs, rc=1, STUB_NODEADDR="localhost")
+    assert not [x for x in log if x.startswith("CMD ")]
+    assert any("no non-loopback address found for gpu-017" in x for x in log), log
+
+
+def test_an_out_with_a_space_is_quoted_on_the_sbatch_line(tmp_path):
+    script = tmp_path / "s.sbatch"
+    out = tmp_path / "my results" / "x.jsonl"
+    args = ["slurm", "--nodes", "2", "--time", "10:00", "--out", str(out), "--script", str(script), *RUN]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    line = next(x for x in script.read_text().splitlines() if x.startswith("#SBATCH --output="))
+    assert line == f'#SBATCH --output="{tmp_path}/my results/x.slurm-%j.log"', line
+    r = CliRunner().invoke(main, [*args[:6], str(tmp_path / 'a"b.jsonl'), *args[7:]])
+    assert r.exit_code == 2 and "double quote" in r.output, r.output
 
 
 def test_submit_calls_sbatch_or_says_where_to(tmp_path, monkeypatch):
