@@ -167,7 +167,7 @@ def check_run_args(run_args: list[str]) -> None:
         raise UsageError("give the `bench run` arguments after --, e.g. -- --plugin fsdp --stage 3 --world-size 16")
 
 
-def check_plan(run_args: list[str], nodes: int, nproc_per_node: int | None) -> int:
+def check_plan(run_args: list[str], nodes: int, nproc_per_node: int | None, gpus: int = 0) -> int:
     """What `bench run` would refuse on the nodes, refused here before a script is written: its
     options, the plugins and their flags, and each case's world size against nodes x ranks.
     Returns the ranks each node runs (at most: one node runs each case's world size)."""
@@ -180,7 +180,9 @@ def check_plan(run_args: list[str], nodes: int, nproc_per_node: int | None) -> i
         raise UsageError(f"the bench run arguments: {e.format_message()}") from None
     p = ctx.params
     # the nodes' own limits (their cores, their GPUs) are theirs to check: not this login node's
-    _, _, plan = build_plan(p["plugins"], p["run_all"], p["profile"], p["plugin_args"], machine=False)
+    # the nodes' default profile: gpu where they have GPUs (bench run's default), else quick
+    profile = p["profile"] or ("gpu" if gpus else "quick")
+    _, _, plan = build_plan(p["plugins"], p["run_all"], profile, p["plugin_args"], machine=False)
     worlds = rendezvous.worlds_of(plan)
     if nodes > 1:
         return rendezvous.check_worlds(nodes, nproc_per_node, worlds)
@@ -290,7 +292,7 @@ def command(
     ):
         if v is not None and not re.fullmatch(r"[\w.\-]+", v):
             raise UsageError(f"{name} {v!r}: letters, digits, '.', '_' or '-' only")
-    per = check_plan(args, nodes, nproc_per_node)
+    per = check_plan(args, nodes, nproc_per_node, gpus_per_node)
     if not out.strip():
         raise UsageError("--out '': give the result file's path")
     text = batch_script(

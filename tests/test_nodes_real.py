@@ -273,6 +273,7 @@ def test_bench_slurm_submit_on_one_and_two_nodes(slurm, tmp_path):
     out1, state1, t1 = _job(slurm, tmp_path, "one", 1, [*CASE, "--seq", "64"])
     log1 = out1.with_suffix("").as_posix() + ".slurm-*.log"
     assert state1 == "COMPLETED", (state1, [p.read_text()[-2000:] for p in Path("/").glob(log1.lstrip("/"))])
+    assert list(out1.parent.glob("one.slurm-*.log")), "the job's log where #SBATCH --output (quoted: a space) says"
     one = _case_rows(out1)["fsdp-001"]
     assert sorted(r["labels"]["rank"] for r in one) == [0, 1] and all(r["status"] == "ok" for r in one), one
     assert all(r["fingerprint"]["cpus_usable"] == min(2, os.cpu_count() or 1) for r in one), "one core per rank"
