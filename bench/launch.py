@@ -16,6 +16,8 @@ loopback only (README, "Security"). The static rendezvous never unpickles what t
 Several nodes (`bench run --nnodes N --rdzv-endpoint HOST:PORT`): torchrun's elastic agent with the
 c10d rendezvous on every node, against the run's store that `bench run` on the node owning HOST
 hosts for the whole run (bench/rendezvous.py); the ranks use that store for their process group.
+Their gloo / NCCL sockets go on the interface that reaches the endpoint (collective_env), unless
+the user named one.
 """
 
 from __future__ import annotations

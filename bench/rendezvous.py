@@ -7,11 +7,14 @@
           --rdzv-timeout). Every node checks in with a digest of its case plan; a node missing
           after --rdzv-timeout, or one with another plan, ends the run with one line.
   agree   before each case every node says "run" or why not (unavailable here, deadline): all run
-          it or all skip it with that reason. A node that never arrives: an error row for the
-          case, the remaining cases not started.
+          it or all skip it with that reason. A node that is gone or never arrives: a skipped row
+          for the case and for each remaining one, saying which node.
   case    torchrun on every node, c10d rendezvous id ID-<case id> against this store; the ranks'
-          process group uses it too. The ranks gather their records on the writing node's lowest
-          rank (gather_object, see the worker side below).
+          process group uses it too, gloo/NCCL on the interface that reaches the store
+          (bench.launch.collective_env). The ranks gather their records on the writing node's
+          lowest rank (gather_object, see the worker side below). While it runs each node polls
+          the store (watch): a node whose part failed says so (mark_failed) and the others kill
+          theirs at once; a node whose heartbeat stopped, or a store that is gone, ends it too.
   settle  every node publishes its view of the case (status, its ranks, which died); the writer
           combines them: the gathered records, or one failure row naming the node, host and rank
           that failed first (a rank that died > a node that went silent > an error > a timeout).
