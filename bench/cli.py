@@ -120,41 +120,65 @@ def _profile_default() -> str:
 
 
 @main.command("list")
-@click.option("--plugin", "only", default=None, help="Show one plugin only.")
+@click.option("--plugin", "only", default=None, help="Show one plugin in full: parameters, claims, what it measures.")
 def list_cmd(only: str | None) -> None:
-    """Installed plugins, their parameters and allowed values, and whether they can run here."""
-    from tabulate import tabulate
-
+    """Installed plugins, one line each (whether it can run here, cases per profile, claims);
+    --plugin NAME: its parameters and allowed values."""
     from bench.discovery import discover, get_plugin
     from bench.params import describe_params
+    from bench.tables import Footnotes, clip, rich_text, term_width, wrap
 
+    width = term_width()
+    notes = Footnotes()  # why a plugin cannot be used or is not available here, in full, below the table
     found = discover()
     if only and only not in found:
         get_plugin(only, found)  # unknown name -> exit 2 with the closest names
+    body: list[list[str]] = []
     for name, f in found.items():
         if only and name != only:
             continue
         if f.plugin is None:
-            click.echo(f"{name}  [{f.dist}: {f.target}]  cannot be used: {f.load_error}\n")
+            problem = f"{name} [{f.dist}: {f.target}] cannot be used: {f.load_error}"
+            body.append([name, f"cannot be used [{notes.ref(problem)}]", "", "", f"{f.dist}: {f.target}"])
             continue
         p = f.plugin
         try:
             why = p.available(p.Params())
-            counts = ", ".join(f"{pr}: {len(p.grid(pr))} cases" for pr in PROFILES)
+            counts = "/".join(str(len(p.grid(pr))) for pr in PROFILES)
         except Exception as e:  # a plugin's own bug: one line, the others still listed
-            click.echo(f"{name}  [{f.dist}: {f.target}]  broken: {type(e).__name__}: {e}\n")
+            body.append([name, f"broken [{notes.ref(f'{name}: {type(e).__name__}: {e}')}]", "", "", ""])
             continue
-        state = "available here" if not why else f"not available here: {why}"
-        click.echo(f"{name}  [{f.dist}: {f.target}]  {state}\n  {p.description}\n  profiles: {counts}")
+        if not only:
+            here = "yes" if not why else f"no [{notes.ref(f'{name}: {why}')}]"
+            body.append([name, here, counts, str(len(p.claims)), p.description])
+            continue
+        click.echo(
+            wrap(
+                f"{name}  [{f.dist}: {f.target}]  " + ("available here" if not why else f"not available here: {why}"),
+                width,
+            )
+        )
+        click.echo(wrap(p.description, width, "  "))
+        click.echo(wrap(f"cases per profile: {', '.join(f'{pr}: {len(p.grid(pr))}' for pr in PROFILES)}", width, "  "))
         if p.claims:
-            click.echo(f"  claims: {', '.join(c.id for c in p.claims)}")
+            click.echo(wrap(f"claims: {', '.join(c.id for c in p.claims)}", width, "  "))
         extra = p.describe()
         if extra:
-            click.echo("  " + extra.replace("\n", "\n  "))
+            click.echo(wrap(extra, width, "  "))
         rows = describe_params(p)
         if rows:
-            click.echo(tabulate([list(r.values()) for r in rows], headers=list(rows[0].keys()), tablefmt="simple"))
-        click.echo("")
+            header = list(rows[0].keys())
+            click.echo(rich_text(header, [list(r.values()) for r in rows], width, wrap={3, 4}))
+    if only and body:  # the one plugin asked for could not be loaded
+        click.echo(notes.render(width, "problem"))
+    elif body:
+        header = ["plugin", "runs here", "cases " + "/".join(PROFILES), "claims", "what it measures"]
+        used = sum(max(len(h), *(len(r[i]) for r in body)) + 2 for i, h in enumerate(header[:4]))
+        body = [[*r[:4], clip(r[4], max(width - used, 20))] for r in body]
+        click.echo(rich_text(header, body, width))
+        if notes.items:
+            click.echo(notes.render(width))
+        click.echo(clip("bench list --plugin NAME: its parameters (flags of `bench run`), claims and notes", width))
 
 
 def build_plan(
@@ -250,6 +274,8 @@ def build_plan(
     "--format", "fmt", type=click.Choice(["terminal", "markdown", "csv", "none"]), default="terminal", show_default=True
 )
 @click.option("--strict", is_flag=True, help="Exit 1 if any case ends oom/error/timeout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines (the tables and the final line still print).")
+@click.option("--detail", is_flag=True, help="Below the tables: the plugins' notes on how each figure was obtained.")
 @click.option(
     "--nnodes",
     type=click.IntRange(1, 65536),
@@ -296,6 +322,8 @@ def run_cmd(
     max_time: float,
     fmt: str,
     strict: bool,
+    quiet: bool,
+    detail: bool,
     nnodes: int,
     nproc_per_node: int | None,
     rdzv_endpoint: str | None,
@@ -347,19 +375,26 @@ def run_cmd(
         nodes=nodes,
     )
     total = sum(len(c) for _, c in plan)
-    click.echo(
-        f"run {run_id}: {total} cases ({', '.join(f'{p.name}: {len(c)}' for p, c in plan)}), "
-        f"profile {profile}, writing {opts.out if nodes is None or nodes.writes else 'no rows here (the node hosting the store writes them)'}",
-        err=True,
+    import torch
+
+    from bench import plan as planner
+    from bench.progress import Progress, hms
+
+    dev = "cuda" if torch.cuda.is_available() and device != "cpu" else "cpu"
+    estimates = [c.total_s for p, cases in plan for c in planner.plan(p, cases, dev, timeout)]
+    opts.reporter = Progress(sys.stderr, total, estimates, quiet=quiet)
+    opts.reporter.say(
+        f"run {run_id}: {total} cases ({', '.join(f'{p.name}: {len(c)}' for p, c in plan)}), profile {profile}, "
+        f"estimated {hms(sum(estimates))} (`--plan`: per case)"
+    )
+    opts.reporter.say(
+        f"writing {opts.out if nodes is None or nodes.writes else 'no rows here (the node hosting the store writes them)'}"
     )
     rows: list[Any] = []
     walls: list[tuple[str, float, int]] = []
     interrupted = False
     t0 = time.time()
-    for p, cases in plan:
-        extra = p.describe()
-        if extra:
-            click.echo(f"{p.name}: {extra}", err=True)
+    for p, cases in plan:  # what each plugin's parameters mean: `bench list --plugin NAME`
         t = time.time()
         try:
             run_plugin(p, cases, opts, on_row=rows.append)  # rows as they land: an interrupt keeps them here too
@@ -379,11 +414,13 @@ def run_cmd(
             )
     if fmt != "none" and rows:
         pm = {p.name: p.table_metrics for p, _ in plan if p.table_metrics}
-        click.echo(render_rows(rows, fmt, plugin_metrics=pm))
+        click.echo(render_rows(rows, fmt, plugin_metrics=pm, detail=detail))
     bad = [r for r in rows if r.failed]
-    for name, secs, n in walls:
-        click.echo(f"wall time {name}: {secs:.1f} s ({n} case{'' if n == 1 else 's'})", err=True)
-    click.echo(f"wall time total: {time.time() - t0:.1f} s", err=True)
+    if not quiet:
+        walls_text = ", ".join(f"{name} {secs:.1f} s ({n} case{'' if n == 1 else 's'})" for name, secs, n in walls)
+        from bench.tables import term_width, wrap
+
+        click.echo(wrap(f"wall time: {time.time() - t0:.1f} s in all; {walls_text}", term_width()), err=True)
     click.echo(f"{len(rows)} rows written to {opts.out}" + (f"; {len(bad)} failed" if bad else ""), err=True)
     if interrupted:
         sys.exit(130)
@@ -446,7 +483,10 @@ def summarize_cmd(results: tuple[Path, ...], out: Path | None, force: bool) -> N
 @click.option("--plugin", default=None, help="Only this plugin's rows.")
 @click.option("--metrics", default=None, help="Comma-separated metric names to show.")
 @click.option("--all-metrics", is_flag=True, help="Show every metric (default: the plugin's preferred columns).")
-def show_cmd(results: tuple[Path, ...], fmt: str, plugin: str | None, metrics: str | None, all_metrics: bool) -> None:
+@click.option("--detail", is_flag=True, help="Below the tables: the plugins' notes on how each figure was obtained.")
+def show_cmd(
+    results: tuple[Path, ...], fmt: str, plugin: str | None, metrics: str | None, all_metrics: bool, detail: bool
+) -> None:
     """Print result tables. RESULTS: files or folders (default: the latest run)."""
     from bench.discovery import discover
     from bench.results import latest_or_given, load_rows
@@ -461,7 +501,7 @@ def show_cmd(results: tuple[Path, ...], fmt: str, plugin: str | None, metrics: s
     if not all_metrics and not metrics:
         pm = {n: f.plugin.table_metrics for n, f in discover().items() if f.plugin and f.plugin.table_metrics}
     sel = [m.strip() for m in metrics.split(",")] if metrics else None
-    click.echo(render_rows(rows, fmt, metrics=sel, plugin_metrics=pm))
+    click.echo(render_rows(rows, fmt, metrics=sel, plugin_metrics=pm, detail=detail))
 
 
 @main.command("env")

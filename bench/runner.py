@@ -58,6 +58,7 @@ class RunOptions:
     deadline: float | None = None  # time.time() by which every case must have ended (None: no deadline)
     nodes: Any = None  # bench.rendezvous.Nodes when the run spans several nodes (--nnodes > 1)
     progress: IO[str] | None = field(default_factory=lambda: sys.stderr)
+    reporter: Any = None  # bench.progress.Progress of the whole run (None: one per plugin, on `progress`)
 
 
 def new_run_id() -> str:
@@ -250,10 +251,6 @@ class Interrupted(Exception):
         self.done, self.total = done, total
 
 
-def _fmt_elapsed(s: float) -> str:
-    return f"{int(s // 60)}:{int(s % 60):02d}"
-
-
 def summary_rows(plugin: Plugin, rows: list[Row], opts: RunOptions) -> list[Row]:
     """The plugin's summary over its case rows (never raises: a broken analysis is an error row)."""
     cases = [r for r in rows if r.is_case and r.plugin == plugin.name]
@@ -281,7 +278,6 @@ def run_plugin(
     interrupt still summarizes the cases that finished, then raises Interrupted."""
     assert opts.out is not None and opts.run_id
     all_rows: list[Row] = []
-    t_run = time.time()
     main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     warm: dict[str, WarmWorker] = {}
@@ -293,13 +289,16 @@ def run_plugin(
             if on_row:
                 on_row(r)
 
+    from bench.progress import Progress, case_text, varying_params
+
+    prog = opts.reporter or Progress(opts.progress, len(cases), quiet=opts.progress is None)
+    varying = varying_params(cases)
     interrupted: Interrupted | None = None
     try:
         for i, params in enumerate(cases, 1):
             case_id = f"{plugin.name}-{i:03d}"
             started = time.time()
-            if opts.progress:
-                print(f"[{i}/{len(cases)}] {plugin.name}: {case_label(params)} ...", file=opts.progress, flush=True)
+            prog.start(i, len(cases), plugin.name, case_text(params, varying))
             why = plugin.available(params)
             left = _time_left(opts)
             if not why and left is not None and left < MIN_CASE_S:
@@ -327,20 +326,13 @@ def run_plugin(
                 recs = [head, *res.records]
             if opts.nodes is None or opts.nodes.writes:  # several nodes: only the writing node appends
                 emit([make_row(plugin, params, opts, case_id, r, started=started, seconds=secs) for r in recs])
-            if opts.progress:
-                st = "ok" if res.status == "ok" else res.status
-                note = f": {res.message[:160]}" if res.status != "ok" else ""
-                print(
-                    f"      -> {st}{note} ({secs:.1f} s; elapsed {_fmt_elapsed(time.time() - t_run)}, "
-                    f"{len(cases) - i} left)",
-                    file=opts.progress,
-                    flush=True,
-                )
+            prog.end(res.status, res.message, secs)
     except Interrupted as e:
         interrupted = e
     except KeyboardInterrupt:
         interrupted = Interrupted(len({r.case_id for r in all_rows}), len(cases))
     finally:
+        prog.close()
         for w in warm.values():
             w.close(kill=interrupted is not None)
         if old_term is not None:

@@ -15,6 +15,8 @@ from bench.cli import main
 def test_installed_third_party_plugin_is_listed(thirdparty):
     r = run_bench("list", pythonpath=[thirdparty])
     assert r.returncode == 0, r.stderr
+    assert [ln for ln in r.stdout.splitlines() if ln.split()[:2] == ["toy", "yes"]]  # one line per plugin
+    r = run_bench("list", "--plugin", "toy", pythonpath=[thirdparty])
     assert "toy  [bench-testplugins: bench_testplugins:ToyPlugin]" in r.stdout
     assert "--n" in r.stdout and "16, 32, 64, 128" in r.stdout  # parameters with allowed values
     # and without the package on the path it is gone: discovery is by installation, not by edit
@@ -96,9 +98,11 @@ def test_list_shows_a_broken_plugin_as_one_line_and_the_others(thirdparty):
     r = run_bench("list", pythonpath=[thirdparty])
     assert r.returncode == 0, r.stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("shadow")]
-    assert len(line) == 1 and "breaks the plugin contract" in line[0]
-    assert "bare  [bench-testplugins" in r.stdout and "available here" in r.stdout  # no Params: fine
-    assert "toy.matmul_flops" in r.stdout  # a third-party plugin's own claim
+    assert len(line) == 1 and "cannot be used [" in line[0]  # one line; the reason in full below the table
+    notes = r.stdout.split("\nnotes:\n", 1)[1]
+    assert "shadow [bench-testplugins" in notes and "breaks the plugin contract" in notes
+    assert [ln for ln in r.stdout.splitlines() if ln.split()[:2] == ["bare", "yes"]]  # no Params: fine
+    assert "toy.matmul_flops" in run_bench("list", "--plugin", "toy", pythonpath=[thirdparty]).stdout  # its own claim
 
 
 def test_list_values_expand_the_grid_and_reach_the_plugin(thirdparty, tmp_path):
@@ -119,7 +123,7 @@ def test_list_values_expand_the_grid_and_reach_the_plugin(thirdparty, tmp_path):
     # progress: which case, how many left, elapsed
     assert "[1/2] toy" in r.stderr and "1 left" in r.stderr and "elapsed" in r.stderr
     # show renders the same rows with units in the headers, in three formats
-    for fmt, mark in (("terminal", "[ms, measured]"), ("markdown", "| n "), ("csv", "flops [FLOP, formula]")):
+    for fmt, mark in (("terminal", "ms meas"), ("markdown", "| n "), ("csv", "flops [FLOP, formula]")):
         s = bench_cli("show", str(out), "--format", fmt, pythonpath=[thirdparty])
         assert s.returncode == 0 and mark in s.stdout, s.stdout
 
