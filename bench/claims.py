@@ -297,6 +297,90 @@ def render(devices: Sequence[str], results: Sequence[ClaimResult], fmt_name: str
     return tabulate(body, headers=header, tablefmt="simple", disable_numparse=True, maxcolwidths=widths)
 
 
+SHORT_KIND = {"measured": "meas", "simulated": "sim", "published": "pub"}
+ORDER = {"fails": 0, "holds": 1, "reported": 2, "not measured here": 3}
+
+
+def _verdict_cell(o: Outcome) -> str:
+    if o.verdict in ("holds", "fails"):
+        return o.verdict + (f" {SHORT_KIND.get(o.kind, o.kind)}" if o.kind else "")
+    return "not measured" if o.verdict == "not measured here" else o.verdict
+
+
+def _measured_cell(o: Outcome) -> str:
+    from bench.tables import short_num
+
+    if not o.figures:
+        return "-"
+    f = o.figures[0]
+    text = f"{short_num(f.value)} {plain_unit(f.unit)}".strip()
+    return text + (f" (+{len(o.figures) - 1})" if len(o.figures) > 1 else "")
+
+
+def plain_unit(unit: str) -> str:
+    from bench.tables import short_unit
+
+    return short_unit(unit)
+
+
+def render_terminal(
+    devices: Sequence[str], results: Sequence[ClaimResult], detail: bool = False, width: int | None = None
+) -> str:
+    """One line per claim within the terminal's width: failures first, then holds, reported, not
+    measured; per device the verdict with what it rests on and the first measured figure (+N more);
+    the claim's statement clipped. Aggregates (not counted) apart below; with detail every reason."""
+    from bench.tables import clip, plain, rich_text, term_width, wrap
+
+    width = width or term_width()
+    counted = [r for r in results if r.counted]
+    aggregates = [r for r in results if not r.counted]
+
+    def rank(r: ClaimResult) -> int:
+        return min(ORDER[r.outcomes[d].verdict] for d in devices)
+
+    counted = sorted(counted, key=rank)  # stable: the registry's order within a verdict
+    names = {d: chr(ord("A") + i) if i < 26 else f"D{i}" for i, d in enumerate(devices)}
+    header = ["id"]
+    for d in devices:
+        sfx = f" {names[d]}" if len(devices) > 1 else ""
+        header += [f"verdict{sfx}", f"measured{sfx}"]
+    header += ["expected", "claim"]
+
+    def lines(rs: Sequence[ClaimResult]) -> list[list[str]]:
+        out = []
+        for r in rs:
+            c = r.claim
+            line = [c.id]
+            for d in devices:
+                o = r.outcomes[d]
+                line += [_verdict_cell(o), clip(_measured_cell(o), 20 if len(devices) == 1 else 14)]
+            exp = c.expected + (f" [{c.tolerance}]" if c.tolerance else "")
+            text = ("[error in the notes] " if c.known_error else "") + c.claim
+            out.append([*line, clip(exp, 22), plain(text)])
+        return out
+
+    def table(rs: Sequence[ClaimResult], sections: bool) -> str:
+        body = lines(rs)
+        fixed = sum(max(len(h), *(len(b[i]) for b in body)) + 2 for i, h in enumerate(header[:-1]))
+        body = [[*b[:-1], clip(b[-1], max(width - fixed, 12))] for b in body]
+        ends = {i for i in range(len(rs) - 1) if rank(rs[i]) != rank(rs[i + 1])} if sections else set()
+        return rich_text(header, body, width, sections=ends, keep=1 + 2 * len(devices))
+
+    out = [", ".join(f"{names[d]}: {d}" for d in devices)] if len(devices) > 1 else []
+    out += [table(counted, True)] if counted else []
+    if aggregates:
+        out.append("\naggregates of their parts (shown, not counted: each part above carries its own verdict):")
+        out.append(table(aggregates, False))
+    if detail:
+        out.append("\nreasons:")
+        for r in [*counted, *aggregates]:
+            for d in devices:
+                o = r.outcomes[d]
+                where = f" ({d})" if len(devices) > 1 else ""
+                out.append(wrap(f"{r.id}{where}: {o.cell()}", width, "  ")[2:])
+    return "\n".join(out)
+
+
 def counts(device: str, results: Sequence[ClaimResult]) -> dict[str, dict[str, int]]:
     """verdict -> kind -> number of counted claims on one device."""
     out: dict[str, dict[str, int]] = {v: {} for v in VERDICTS}
@@ -319,9 +403,15 @@ def summary(devices: Sequence[str], results: Sequence[ClaimResult]) -> str:
             kinds = [f"{by_kind[k]} {k}" for k in ("measured", "simulated", "published") if by_kind.get(k)]
             parts.append(f"{total} {v}" + (f" ({', '.join(kinds)})" if kinds and v in ("holds", "fails") else ""))
         lines.append(f"{d}: {n} claims: " + ", ".join(parts))
+        failing = [r.id for r in results if r.counted and r.outcomes[d].verdict == "fails"]
+        if failing:
+            lines.append(f"  failing on {d}: {', '.join(failing)}")
+    agg = sum(1 for r in results if not r.counted)
+    if agg:
+        lines.append(f"(+{agg} aggregates of their parts, shown apart and not counted)")
     lines.append(
-        "(measured: on that device in that run; simulated: fake tensors / process group; "
-        "published: arithmetic over printed numbers)"
+        "(meas/measured: on that device in that run; sim/simulated: fake tensors / process group; "
+        "pub/published: arithmetic over printed numbers)"
     )
     return "\n".join(lines)
 
@@ -336,7 +426,10 @@ def summary(devices: Sequence[str], results: Sequence[ClaimResult]) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A document's claims as TOML (repeat for several; see README): shown under its title instead of the built-in claims.",
 )
-def command(results: tuple[Path, ...], fmt_name: str, docs: tuple[Path, ...]) -> None:
+@click.option(
+    "--detail", is_flag=True, help="Terminal: every verdict's reason below the table (the report has them too)."
+)
+def command(results: tuple[Path, ...], fmt_name: str, docs: tuple[Path, ...], detail: bool) -> None:
     """Every documented claim: expected, measured (per device), verdict and what it rests on.
 
     RESULTS: result files or folders (default: the latest file under results/runs/; with none,
@@ -358,6 +451,14 @@ def command(results: tuple[Path, ...], fmt_name: str, docs: tuple[Path, ...]) ->
         click.echo(docjudge.render(devices, groups, fmt_name))
         return
     devices, res = evaluate(rows, detail_max=detail_max)
+    if fmt_name == "terminal":
+        from bench.tables import term_width, wrap
+
+        click.echo(render_terminal(devices, res, detail))
+        click.echo("\n" + "\n".join(wrap(line, term_width()) for line in summary(devices, res).splitlines()))
+        if not detail:
+            click.echo("reasons: --detail, or `bench report`")
+        return
     click.echo(render(devices, res, fmt_name))
     if fmt_name != "csv":
         click.echo("\n" + summary(devices, res))

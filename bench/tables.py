@@ -197,7 +197,7 @@ def num(v: Any) -> float | None:
 NOISY_PCT = 20.0  # a timing whose noise part max(2 x CI95, IQR) (% of median; bench/regress_rules.py
 # with ci_k=2, iqr_k=1) exceeds this is marked: a change under it cannot be told from noise
 NOISY_MARK = "~"
-_SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e5, "k"))
+_SI = ((1e15, 1e15, "P"), (1e12, 1e12, "T"), (1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e5, 1e3, "k"))  # from, divisor
 
 
 def term_width() -> int:
@@ -222,8 +222,8 @@ def short_num(v: Any) -> str:
     a = abs(x)
     if a == 0:
         return "0"
-    for div, sfx in _SI:
-        if a >= div:
+    for start, div, sfx in _SI:
+        if a >= start:
             return f"{x / div:.3g}{sfx}"
     if isinstance(v, int) or a >= 1000:
         return f"{x:.0f}"
@@ -305,10 +305,17 @@ def fit_table(header: list[str], body: list[list[str]], width: int, keep: int) -
 
 
 def rich_text(
-    header: list[str], body: list[list[str]], width: int, right: set[int] | None = None, wrap: set[int] | None = None
+    header: list[str],
+    body: list[list[str]],
+    width: int,
+    right: set[int] | None = None,
+    wrap: set[int] | None = None,
+    sections: set[int] | None = None,
+    keep: int = 0,
 ) -> str:
     """A plain-text table laid out by rich within `width`: one line per row (cells that still do
-    not fit end in an ellipsis), except the columns in `wrap`, whose long cells wrap."""
+    not fit end in an ellipsis), except the columns in `wrap`, whose long cells wrap; a blank line
+    after each row index in `sections`. The first `keep` columns are never narrowed."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -318,11 +325,16 @@ def rich_text(
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="")
     for i, h in enumerate(header):
         w = bool(wrap and i in wrap)
+        full = max([len(x) for x in h.split("\n")] + [len(r[i]) for r in body]) if i < keep else None
         t.add_column(
-            h, no_wrap=not w, overflow="fold" if w else "ellipsis", justify="right" if right and i in right else "left"
+            h,
+            no_wrap=not w,
+            overflow="fold" if w else "ellipsis",
+            justify="right" if right and i in right else "left",
+            min_width=full,
         )
-    for r in body:
-        t.add_row(*r)
+    for i, r in enumerate(body):
+        t.add_row(*r, end_section=bool(sections and i in sections))
     con = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False, highlight=False)
     con.print(t, markup=False, emoji=False)
     out = con.file.getvalue()  # type: ignore[attr-defined]
