@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -378,6 +378,13 @@ class Plugin:
 
     def describe(self) -> str:
         return ""
+
+    def case_keys(self, kind: str, params: Mapping[str, Any], labels: Mapping[str, Any]) -> Sequence[str] | None:
+        """The parameters and labels that define this row's case when runs are compared (`bench
+        compare` pairs rows on them); None: all of them. Leave out what does not change the
+        measurement of this kind of case (a matmul's optimizer, a probe-chosen size), so runs made
+        with other settings, or by older versions, still pair."""
+        return None
 
 
 def params_fields(plugin: Plugin) -> list[dataclasses.Field[Any]]:

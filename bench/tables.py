@@ -222,6 +222,8 @@ def short_num(v: Any) -> str:
     a = abs(x)
     if a == 0:
         return "0"
+    if a >= 1e18:  # beyond P: plain e-notation (fp32's max 3.4e+38)
+        return f"{x:.3g}"
     for start, div, sfx in _SI:
         if a >= start:
             return f"{x / div:.3g}{sfx}"
@@ -312,10 +314,11 @@ def rich_text(
     wrap: set[int] | None = None,
     sections: set[int] | None = None,
     keep: int = 0,
+    fixed: set[int] | None = None,
 ) -> str:
     """A plain-text table laid out by rich within `width`: one line per row (cells that still do
     not fit end in an ellipsis), except the columns in `wrap`, whose long cells wrap; a blank line
-    after each row index in `sections`. The first `keep` columns are never narrowed."""
+    after each row index in `sections`. The first `keep` columns and those in `fixed` are never narrowed."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -325,7 +328,11 @@ def rich_text(
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="")
     for i, h in enumerate(header):
         w = bool(wrap and i in wrap)
-        full = max([len(x) for x in h.split("\n")] + [len(r[i]) for r in body]) if i < keep else None
+        full = (
+            max([len(x) for x in h.split("\n")] + [len(r[i]) for r in body])
+            if i < keep or (fixed and i in fixed)
+            else None
+        )
         t.add_column(
             h,
             no_wrap=not w,

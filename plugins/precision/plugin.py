@@ -18,8 +18,9 @@ fp8 training and an fp8 block without CUDA/torchao are `skipped` rows with the r
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.contract import Launch, Plugin, Record, Row, Section
 from plugins.precision import budget as B
@@ -160,6 +161,25 @@ class PrecisionPlugin(Plugin):
             "activations = bytes per layer, formula (Korthikanti et al. 2022, adapted) vs MemTracker. "
             "--dtype all: one row per format."
         )
+
+    # The parameters each topic reads (PrecisionParams' help): rows of one topic pair across runs on
+    # these and the labels (format, preset), whatever the others were (a matmul's optimizer, lr, steps).
+    CASE_PARAMS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "storage": ("model",),
+        "cast": (),
+        "activations": ("model", "batch", "seq"),
+        "trainmem": ("model", "batch", "seq", "optim", "scale_batch", "scale_seq"),
+        "matmul": ("size",),
+        "block": ("model", "batch", "seq"),
+        "train": ("model", "batch", "seq", "steps", "lr", "scaler"),
+    }
+
+    def case_keys(self, kind: str, params: Mapping[str, Any], labels: Mapping[str, Any]) -> Sequence[str] | None:
+        what = params.get("what")
+        if kind != "case" or what not in self.CASE_PARAMS:
+            return None
+        # `n`: the size a format's time budget chose (a probe's outcome, not the case's definition)
+        return ["what", *self.CASE_PARAMS[str(what)], *(k for k in labels if k != "n")]
 
     def run(self, p: PrecisionParams, ctx: Context) -> list[Record]:
         from plugins.precision import activations, block, cast, matmul, storage, train, trainmem

@@ -12,6 +12,7 @@ Modules: params, reference, schemes, bytes, errors, speed, optimizer, budget, su
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,12 @@ class QuantizationPlugin(Plugin):
         "time_ratio",
         "optim_bytes_per_param",
     )
+
+    def case_keys(self, kind: str, params: Mapping[str, Any], labels: Mapping[str, Any]) -> Sequence[str] | None:
+        """A timed row carries its batch as a label: --max-batch only bounds which batches a run timed."""
+        if kind != "case" or "batch" not in labels:
+            return None
+        return [*(k for k in params if k != "max_batch"), *labels]
 
     def grid(self, profile: str) -> list[dict[str, Any]]:
         return B.GRIDS[profile]() if profile in B.GRIDS else [{}]
