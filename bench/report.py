@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -46,6 +47,9 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
     )
 
 
+LONG_CELL = 200  # characters of a table cell shown before the rest folds away (HTML)
+
+
 def _html_table(header: list[str], body: list[list[str]], verdict_cols: Sequence[int] = ()) -> str:
     out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr></thead><tbody>"]
     for line in body:
@@ -54,7 +58,13 @@ def _html_table(header: list[str], body: list[list[str]], verdict_cols: Sequence
             cls = ""
             if i in verdict_cols:
                 cls = f' class="v-{re.sub(r"[^a-z]+", "-", str(c).lower()).strip("-")}"'
-            cells.append(f"<td{cls}>{html.escape(str(c))}</td>")
+            text = str(c)
+            if len(text) > LONG_CELL:  # a reason two screens long: its start, the rest on a click
+                cut = text[:LONG_CELL].rsplit(" ", 1)[0]
+                cell = f"<details><summary>{html.escape(cut)} …</summary>{html.escape(text)}</details>"
+            else:
+                cell = html.escape(text)
+            cells.append(f"<td{cls}>{cell}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -92,6 +102,49 @@ def plugin_sections(rows: Sequence[Row], out_dir: Path) -> tuple[list[Section], 
     return sections, skipped
 
 
+def headline(rows: Sequence[Row], devices: Sequence[str], results: Sequence[Any]) -> list[str]:
+    """The findings first: per device the claims holding and failing (with the failing ids), then per
+    plugin its cases by status and its fastest case in its first throughput metric (or time)."""
+    from bench.claims import counts
+    from bench.compare import speed_metric
+    from bench.discovery import discover
+    from bench.regress_rules import is_timing_name
+    from bench.tables import fmt_value, num, short_unit
+
+    out = []
+    for d in devices:
+        c = counts(d, results)
+        fails = [r.id for r in results if r.counted and r.outcomes[d].verdict == "fails"]
+        n = sum(sum(v.values()) for v in c.values())
+        out.append(
+            f"claims on {d}: {sum(c['holds'].values())} of {n} hold, {sum(c['fails'].values())} fail"
+            + (f" ({', '.join(fails)})" if fails else "")
+            + f", {sum(c['reported'].values())} reported, {sum(c['not measured here'].values())} not measured here"
+        )
+    found = discover()
+    for name in dict.fromkeys(r.plugin for r in rows):
+        cases = [r for r in rows if r.plugin == name and r.is_case]
+        if not cases:
+            continue
+        st = ", ".join(f"{sum(r.status == s for r in cases)} {s}" for s in dict.fromkeys(r.status for r in cases))
+        f = found.get(name)
+        pref = list(f.plugin.table_metrics) if f and f.plugin else []
+        names = list(dict.fromkeys([*pref, *(k for r in cases for k in r.metrics)]))
+        m = speed_metric(names, f.plugin.normalised if f and f.plugin else ())
+        text = f"{name}: {len(cases)} cases ({st})"
+        vals = [(num(r.value(m)), r) for r in cases if m and r.ok and num(r.value(m)) is not None]
+        if m and vals:
+            best = (min if is_timing_name(m) else max)(vals, key=lambda x: x[0] or 0.0)
+            r = best[1]
+            fields = {**r.params, **r.labels}
+            vary = [k for k in fields if k != "rank" and len({json.dumps(x.get(k), default=str) for x in cases}) > 1]
+            where = ", ".join(f"{k}={fmt_value(fields[k])}" for k in vary)
+            unit = short_unit(r.metrics[m].unit)
+            text += f"; best {m}: {fmt_value(best[0])} {unit} ({r.device}" + (f"; {where[:160]})" if where else ")")
+        out.append(text)
+    return out
+
+
 def build(
     rows: Sequence[Row], out_dir: Path, sources: Sequence[str] = (), documents: Sequence[Any] = ()
 ) -> dict[str, Any]:
@@ -121,8 +174,11 @@ def build(
         f"generated {when}",
     ]
 
+    head = headline(rows, devices, results)
+
     # markdown (PNG files beside it); every text from rows escaped
     md = ["# bench report", ""] + [f"- {md_escape(m)}" for m in meta] + [""]
+    md += ["## Headline", ""] + [f"- {md_escape(x)}" for x in head] + [""]
     for s in sections:
         md += [f"## {md_escape(s.title)}", ""]
         if s.png:
@@ -159,6 +215,8 @@ def build(
         f"<style>{CSS}</style></head><body>",
         "<h1>bench report</h1>",
         "<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in meta) + "</ul>",
+        '<h2 id="headline">Headline</h2>',
+        "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in head) + "</ul>",
     ]
     toc = (
         [(s.anchor, s.title) for s in sections]

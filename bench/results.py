@@ -239,8 +239,10 @@ def latest_or_given(paths: Iterable[str | Path], required: bool = True) -> list[
 
 
 def to_frame(rows: list[Row]) -> Any:
-    """One DataFrame row per result row: plugin, status, device, param.*, label.*, metric
-    values under their names, and units in df.attrs['units'][metric]."""
+    """One DataFrame row per result row: the file it was read from, plugin, status, device,
+    param.*, label.*, metric values under their names, and units in df.attrs['units'][metric].
+    Parameters and labels whose values are all integers stay integers where some rows lack them
+    (pandas' nullable Int64, not float with NaN)."""
     import pandas as pd
 
     recs = []
@@ -248,6 +250,7 @@ def to_frame(rows: list[Row]) -> Any:
     sources: dict[str, set[str]] = {}
     for r in rows:
         d: dict[str, Any] = {
+            "file": r.file,
             "run_id": r.run_id,
             "plugin": r.plugin,
             "kind": r.kind,
@@ -265,11 +268,28 @@ def to_frame(rows: list[Row]) -> Any:
             sources.setdefault(k, set()).add(m.source)
         recs.append(d)
     df = pd.DataFrame(recs)
+    for c in df.columns:
+        if c.startswith(("param.", "label.")):
+            vals = [d[c] for d in recs if d.get(c) is not None]  # as read, before pandas made them float
+            if vals and all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+                df[c] = df[c].astype("Int64")
     df.attrs["units"] = units
     df.attrs["sources"] = {k: sorted(v) for k, v in sources.items()}
     return df
 
 
-def load_frame(*paths: str | Path) -> Any:
-    """Any result set (files or folders) -> pandas DataFrame, in one call."""
-    return to_frame(load_rows(paths))
+BASELINE_DIRS = ("baseline", "machine-baselines")  # the CI gate's references (Makefile BASELINE, MACHINE_BASELINES)
+
+
+def load_frame(*paths: str | Path, baselines: bool = False) -> Any:
+    """Any result set (files or folders) -> pandas DataFrame, in one call. A folder's CI baselines
+    (results/baseline/, results/machine-baselines/: copies of runs kept for `make gate`) are left
+    out unless baselines=True or named directly; the column `file` says where each row came from."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        found = resolve([p])
+        if p.is_dir() and not baselines:
+            found = [f for f in found if not set(f.relative_to(p).parts[:-1]) & set(BASELINE_DIRS)]
+        files += found
+    return to_frame([r for f in files for r in read_rows(f)])
