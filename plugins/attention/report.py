@@ -86,7 +86,7 @@ def _sweep_plot(
         ax.set_ylabel(f"{mname} [{short}]" if short else mname)
         ax.set_title(f"attention {mname} vs {xkey} (log-log)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=9)
     name = save(fig, out_dir, fname)
     data_body = []
     for lab, srs in sorted(series.items()):

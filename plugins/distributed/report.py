@@ -87,31 +87,9 @@ def plot_memory(rows: Sequence[Row], out_dir: Path) -> list[Section]:
             vals = [(first_number(r, m) or 0) * 2**20 / div for r in group]
             if any(vals):
                 cats.append((name, vals))
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(group) + 3), 4.6))
-        xs = list(range(len(group)))
-        bottom = [0.0] * len(group)
-        for name, vals in cats:
-            ax.bar(xs, vals, bottom=bottom, label=name)
-            bottom = [b + v for b, v in zip(bottom, vals)]
-        # the formula for what the bars show (at rest); stage 2's "during the step" figure is in the table
         formula = [(first_number(r, "formula_rest_bytes", "formula_bytes") or 0) / div for r in group]
-        if any(formula):
-            ax.scatter(
-                [x for x, f in zip(xs, formula) if f],
-                [f for f in formula if f],
-                marker="_",
-                s=900,
-                linewidths=2,
-                color="black",
-                zorder=3,
-                label="ZeRO formula (model states at rest)",
-            )
-        ax.set_xticks(xs)
-        ax.set_xticklabels([ident(r).replace(", ", "\n") for r in group], fontsize=7)
-        ax.set_ylabel(f"{unit} per rank")
-        ax.set_title(f"Memory per rank by stage and world size ({src})")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=0.4)
+        bottom = [sum(v[i] for _, v in cats) for i in range(len(group))]
+        fig = _memory_figure(group, keys, cats, formula, div, src)
         name = save(fig, out_dir, f"memory_{src}.png")
         step = [first_number(r, "model_state_step_bytes") for r in group]
         show_step = any(v is not None for v in step)
@@ -143,6 +121,73 @@ def plot_memory(rows: Sequence[Row], out_dir: Path) -> list[Section]:
             )
         )
     return sections
+
+
+SIZE_KEYS = ("params", "model", "layers", "width")  # what sets a model's size: one panel (and scale) each
+
+
+def _memory_figure(
+    group: list[Row], keys: list[str], cats: list[tuple[str, list[float]]], formula: list[float], div: float, src: str
+) -> Any:
+    """Stacked bars per config, one panel per model size (each with its own y scale and unit, so
+    stages 1-3 of a small model are not slivers beside a large model's DDP bar); x labels: the
+    stage and the other varying fields, one per line; one legend, right of the last panel."""
+    size_keys = [k for k in keys if k in SIZE_KEYS]
+    other = [k for k in keys if k not in SIZE_KEYS]
+    panels: dict[str, list[int]] = {}
+    for i, r in enumerate(group):
+        title = ", ".join(f"{k}={fmt(field_of(r, k))}" for k in size_keys)
+        panels.setdefault(title, []).append(i)
+    both = len({r.plugin for r in group}) > 1
+    plt = pyplot()
+    widths = [max(len(ix), 2) for ix in panels.values()]
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(max(7.0, 1.25 * sum(widths) + 3.2), 5.0),
+        gridspec_kw={"width_ratios": widths},
+        squeeze=False,
+    )
+    for ax, (title, ix) in zip(axes[0], panels.items()):
+        peak = max(sum(v[i] for _, v in cats) for i in ix) * div
+        unit, pdiv = ("GB", 1e9) if peak > 4 * 2**30 else ("MiB", 2**20)  # GB = 1e9 bytes, as in ZeRO Figure 1
+        k = div / pdiv
+        xs = list(range(len(ix)))
+        bottom = [0.0] * len(ix)
+        for name, vals in cats:
+            pv = [vals[i] * k for i in ix]
+            ax.bar(xs, pv, bottom=bottom, label=name, width=0.7)
+            bottom = [b + v for b, v in zip(bottom, pv)]
+        fx = [(x, formula[i] * k) for x, i in zip(xs, ix) if formula[i]]
+        if fx:
+            ax.scatter(
+                [x for x, _ in fx],
+                [f for _, f in fx],
+                marker="_",
+                s=700,
+                linewidths=2,
+                color="black",
+                zorder=3,
+                label="ZeRO formula (model states at rest)",
+            )
+
+        def tick(r: Row) -> str:
+            lines = [(f"{r.plugin} " if both else "") + f"stage {stage_of(r)}"]
+            vals = [(k, r.device if k == "device" else field_of(r, k)) for k in other]
+            lines += [f"{'ws' if k == 'world_size' else k}={fmt(v)}" for k, v in vals if v not in (None, "")]
+            return "\n".join(lines)
+
+        ax.set_xticks(xs)
+        ax.set_xticklabels([tick(group[i]) for i in ix], fontsize=9)
+        ax.set_xlim(-0.6, len(ix) - 0.4)
+        ax.set_ylabel(f"{unit} per rank")
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels, fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(f"Memory per rank by stage and world size ({src})", fontsize=12)
+    fig.tight_layout()
+    return fig
 
 
 def _summary(rows: Sequence[Row], metric: str) -> list[Row]:

@@ -41,7 +41,7 @@ def decode_section(rows: Sequence[Row], out_dir: Path) -> list[Section]:
     ax2.set_ylabel("bytes read per step / step time [% of measured copy bandwidth]")
     ax2.axhline(100.0, color="black", linewidth=0.8)
     ax2.set_title("Memory-bandwidth roofline of a decode step")
-    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax2.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     png = save(fig, out_dir, "inference_decode.png")
     header = [
         "case",
@@ -141,7 +141,7 @@ def cache_section(rows: Sequence[Row], out_dir: Path) -> list[Section]:
     ax.set_ylabel("median step time [ms, measured]")
     ax.set_title("Step time vs generated length, with and without the KV cache")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     png = save(fig, out_dir, "inference_cache.png")
     body = [
         [str(r.get("cache")), fmt(r.get("batch"))]

@@ -63,7 +63,7 @@ def loss_section(rows: Sequence[Row], out_dir: Path) -> list[Section]:
     ax.set_ylabel("training loss")
     ax.set_title("Precision: loss curves (same model, text and seed)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     if refs:
         a2 = axes[0][1]
         a2.axhline(0.0, color="black", linewidth=0.8)
@@ -74,7 +74,7 @@ def loss_section(rows: Sequence[Row], out_dir: Path) -> list[Section]:
         a2.set_title("Difference from the fp32 curve (dashed: ±2%)")
         a2.grid(True, alpha=0.3)
         if a2.get_legend_handles_labels()[0]:
-            a2.legend(fontsize=7)
+            a2.legend(fontsize=9)
     name = save(fig, out_dir, "precision_loss.png")
     header = ["series", "steps", "first loss", "last loss", "final_loss metric", f"last vs fp32 [%, {k}-step avg]"]
     return [

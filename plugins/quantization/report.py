@@ -68,7 +68,7 @@ def plot_quantization(rows: Sequence[Row], out_dir: Path) -> list[Section]:
         ax.set_ylabel("time / unquantized layer time [x]")
         ax.set_title("Quantization: time ratio by batch (1 = as fast)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     name = save(fig, out_dir, "quantization.png")
     extra = [
         m

@@ -72,7 +72,7 @@ def _log_axes(ax: Any, xlabel: str, title: str) -> None:
     ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=LOSS, title=title)
     readable_log_y(ax)
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=9)
 
 
 def _panel_n(ax: Any, fits: Fits) -> None:
@@ -126,8 +126,15 @@ def _panel_iso(ax: Any, fits: Fits, plt: Any) -> None:
     ax.set(
         xscale="log", xlabel="N_total (all parameters)", ylabel=LOSS, title="isoFLOP profiles (Chinchilla Approach 2)"
     )
+    ax.xaxis.set_minor_formatter(plt_null())  # minor labels (3x10^3, 4x10^3 ...) ran into each other
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=9)
+
+
+def plt_null() -> Any:
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
 
 
 def _panel_c(ax: Any, fits: Fits, plt: Any) -> None:
