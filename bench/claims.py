@@ -448,7 +448,7 @@ def command(results: tuple[Path, ...], fmt_name: str, docs: tuple[Path, ...], de
         from bench import docjudge, documents
 
         devices, _, groups = docjudge.judge(documents.load(docs, rows), rows, detail_max)
-        click.echo(docjudge.render(devices, groups, fmt_name))
+        click.echo(docjudge.render(devices, groups, fmt_name, detail))
         return
     devices, res = evaluate(rows, detail_max=detail_max)
     if fmt_name == "terminal":

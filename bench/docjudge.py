@@ -348,7 +348,12 @@ def judge(
     return devices, [r for r in results if r.id not in mine], groups
 
 
-def render(devices: Sequence[str], groups: Sequence[tuple[Document, Sequence[ClaimResult]]], fmt_name: str) -> str:
+def render(
+    devices: Sequence[str],
+    groups: Sequence[tuple[Document, Sequence[ClaimResult]]],
+    fmt_name: str,
+    detail: bool = False,
+) -> str:
     """Each document's claims under its title, as the engine renders claims (csv: one table with a
     document column first)."""
     from bench import claims as engine
@@ -372,9 +377,14 @@ def render(devices: Sequence[str], groups: Sequence[tuple[Document, Sequence[Cla
 
             head = f"## {md_escape(doc.title)}\n\n{md_escape(doc.source)} (claims: `{doc.path}`)"
             tail = "```\n" + engine.summary(devices, res).replace("```", "'''") + "\n```"
-        else:
-            title = f"{doc.title}: {doc.source} (claims: {doc.path})"
-            head = f"{title}\n{'=' * min(len(title), 120)}"
-            tail = engine.summary(devices, res)
+        else:  # the terminal: one line per claim within the width (bench.claims.render_terminal)
+            from bench.tables import term_width, wrap
+
+            width = term_width()
+            title = wrap(f"{doc.title}: {doc.source} (claims: {doc.path})", width)
+            head = f"{title}\n{'=' * min(max(map(len, title.splitlines())), width)}"
+            tail = "\n".join(wrap(line, width) for line in engine.summary(devices, res).splitlines())
+            parts.append(f"{head}\n\n{engine.render_terminal(devices, res, detail, width)}\n\n{tail}")
+            continue
         parts.append(f"{head}\n\n{engine.render(devices, res, fmt_name)}\n\n{tail}")
     return "\n\n".join(parts)
