@@ -26,7 +26,7 @@ Estimates (Plugin.estimate_s: one case's work, process start-up excluded), from 
 
 from __future__ import annotations
 
-from plugins.precision.params import PrecisionParams, formats_of, resolve
+from plugins.precision.params import SCALE_SWEEP, PrecisionParams, formats_of, resolve
 
 # per format, seconds: probe + warm-up + timed samples (matmul, block) or probe + steps + timing (train)
 FORMAT_BUDGET_S = {
@@ -94,7 +94,7 @@ def estimate_s(p: PrecisionParams, device_type: str) -> float:
         fmts = [f for f in (all_fmts if p.dtype == "all" else [p.dtype]) if not f.startswith("fp8")]
         est = TRAINMEM_FORMAT_S * len(fmts) * (2 if p.optim == "all" else 1)
         if "fp32" in fmts and p.optim in ("all", "adamw"):
-            est += TRAINMEM_SCALE_S + (TRAINMEM_SCALE_CUDA_S if cuda else 0.0)
+            est += (TRAINMEM_SCALE_S + (TRAINMEM_SCALE_CUDA_S if cuda else 0.0)) * len(SCALE_SWEEP)
         return est
     fmts = computing_formats(p, device_type)
     if p.what == "train":
