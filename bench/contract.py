@@ -322,7 +322,9 @@ def claim_record(claim: Claim, ev: Evidence, labels: dict[str, Any] | None = Non
     """A summary row carrying one claim's evidence: the evidence value under the claim's metric,
     labelled with the claim id, and the verdict `bench claims` gives it (the plugin's own, or the
     claim's check applied to the value)."""
-    m = {claim.metric or "evidence": Metric(ev.value, ev.unit, ev.source)}
+    # a metric's source is measured | simulated | formula: an extrapolated figure is a formula's
+    src = ev.source if ev.source in SOURCES else "formula"
+    m = {claim.metric or "evidence": Metric(ev.value, ev.unit, src)}
     m["verdict"] = Metric(ev.verdict or judge(claim, ev), "bench claims check")
     return Record(
         metrics=m,

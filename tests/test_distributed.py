@@ -549,8 +549,10 @@ def test_claims_declared_judged_and_counted_once_per_error():
     devices, results = evaluate([], registry=[("fsdp", c) for c in CLAIMS])
     got = {r.id: r.outcomes[devices[0]] for r in results}
     assert got["zero.stage2_notes"].verdict == "fails" and got["fsdp.near_linear.v100_80gb"].verdict == "fails"
-    # the parts aggregates are not counted: without rows only the two known errors fail
-    assert sum(counts(devices[0], results)["fails"].values()) == 2
+    # the parts aggregates are not counted: without rows only the two known errors and the notes' "any lower
+    # number" for hybrid sharding (F = 1 is full replication in the FSDP paper) fail
+    assert got["fsdp.hybrid_sharding"].verdict == "fails" and "F=1: full replication" in got["fsdp.hybrid_sharding"].reason
+    assert sum(counts(devices[0], results)["fails"].values()) == 3
     # a rel check fed the claim's own expected value holds, one 10% off fails
     for cid in STAGE_CLAIMS:
         assert check_value(BY_ID[cid].check, Evidence(1.1, expected=1.0))[0] == "fails"
@@ -632,3 +634,20 @@ def _tiny_model() -> torch.nn.Module:
     from plugins.common.gpt import GPT, PRESETS
 
     return GPT(PRESETS["tiny"])
+
+
+def test_formula_bound_sums_the_padding_exactly():
+    """Rank 0's extra bytes from torch.chunk sharding, tensor by tensor, summed exactly and rounded up once:
+    rounding each tensor's fractional padding (the old way) came out short (at 405B x 16,384 ranks: 248
+    bytes, a false `fails`). Three (2, 1) tensors on 3 ranks: rank 0 holds 1 row of 2, 1/3 row more than
+    2/3 each, at g + K = 4 + 12 bytes (fp32 FSDP2): 3 x 16/3 = 16 bytes; per-tensor rounding gave 15."""
+    import math
+    from fractions import Fraction
+
+    from plugins.distributed.formulas import formula_bound
+
+    shapes, nd = [(2, 1)] * 3 + [(7, 5), (1000, 3)], 3
+    rank0 = [torch.chunk(torch.empty(s), nd, 0)[0].shape[0] for s in shapes]
+    exact = sum(Fraction(r0 * math.prod(s[1:]) * 16) - Fraction(s[0] * math.prod(s[1:]) * 16, nd) for r0, s in zip(rank0, shapes))
+    assert formula_bound(3, shapes, nd, "fp32", 0) == math.ceil(exact)
+    assert formula_bound(3, [(2, 1)] * 3, 3, "fp32", 0) == 16
