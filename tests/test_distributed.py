@@ -551,7 +551,9 @@ def test_claims_declared_judged_and_counted_once_per_error():
     assert got["zero.stage2_notes"].verdict == "fails" and got["fsdp.near_linear.v100_80gb"].verdict == "fails"
     # the parts aggregates are not counted: without rows only the two known errors and the notes' "any lower
     # number" for hybrid sharding (F = 1 is full replication in the FSDP paper) fail
-    assert got["fsdp.hybrid_sharding"].verdict == "fails" and "F=1: full replication" in got["fsdp.hybrid_sharding"].reason
+    assert (
+        got["fsdp.hybrid_sharding"].verdict == "fails" and "F=1: full replication" in got["fsdp.hybrid_sharding"].reason
+    )
     assert sum(counts(devices[0], results)["fails"].values()) == 3
     # a rel check fed the claim's own expected value holds, one 10% off fails
     for cid in STAGE_CLAIMS:
@@ -648,6 +650,9 @@ def test_formula_bound_sums_the_padding_exactly():
 
     shapes, nd = [(2, 1)] * 3 + [(7, 5), (1000, 3)], 3
     rank0 = [torch.chunk(torch.empty(s), nd, 0)[0].shape[0] for s in shapes]
-    exact = sum(Fraction(r0 * math.prod(s[1:]) * 16) - Fraction(s[0] * math.prod(s[1:]) * 16, nd) for r0, s in zip(rank0, shapes))
+    exact = sum(
+        Fraction(r0 * math.prod(s[1:]) * 16) - Fraction(s[0] * math.prod(s[1:]) * 16, nd)
+        for r0, s in zip(rank0, shapes)
+    )
     assert formula_bound(3, shapes, nd, "fp32", 0) == math.ceil(exact)
     assert formula_bound(3, [(2, 1)] * 3, 3, "fp32", 0) == 16

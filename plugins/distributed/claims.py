@@ -86,8 +86,7 @@ def f_hybrid(d: dict[str, Any]) -> Judged:
     said = ", ".join(f"F={f}: {paper(f)}" for f in factors)
     reason = (
         f"W={w} GPUs, sharding factors below W: {said} (the paper: F=W full sharding, F=1 full replication, "
-        f"1<F<W hybrid); the notes call every F<W hybrid"
-        + (f": not F={', '.join(map(str, wrong))}" if wrong else "")
+        f"1<F<W hybrid); the notes call every F<W hybrid" + (f": not F={', '.join(map(str, wrong))}" if wrong else "")
     )
     return Judged("fails" if wrong else "holds", reason, (Figure(len(wrong), "factors named otherwise", "published"),))
 

@@ -127,7 +127,10 @@ def source_formula(stage: int, psi: int, nd: int, precision: str) -> tuple[float
     d = state_dtypes(0, precision)  # the paper's states: no separate master copy in fp32 training
     value = bytes_per_param(stage, nd, d) * psi
     rep, shard = split(stage, d)
-    return value, f"the paper's formula with {precision} states (p+g+K = {d.param}+{d.grad}+{d.K}): {rep}*Psi + {shard}*Psi/{nd}"
+    return (
+        value,
+        f"the paper's formula with {precision} states (p+g+K = {d.param}+{d.grad}+{d.K}): {rep}*Psi + {shard}*Psi/{nd}",
+    )
 
 
 def zero_formula_rest(stage: int, psi: int, nd: int, precision: str) -> tuple[float, str]:

@@ -20,8 +20,8 @@ from plugins.distributed.formulas import (
     FIGURE1_PARAMS,
     limit_of,
     paper_formula,
-    source_formula,
     reduction_limit,
+    source_formula,
     times,
     zero_formula,
 )

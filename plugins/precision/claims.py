@@ -17,6 +17,7 @@ STORAGE_BY_CONSTRUCTION = (
     "torch's element_size, not memory that could come out otherwise"
 )
 
+
 def f_integers(d: dict[str, Any]) -> Judged:
     """The contiguous integers a float format holds exactly: 2^(fraction bits + 1) (the implicit leading 1),
     per format; the statement holds if the format judged holds the fewest of the float formats compared."""
@@ -37,13 +38,21 @@ def f_single_gpu(d: dict[str, Any]) -> Judged:
     bpp, above = float(d["bytes_per_param"]), float(d["above_params"])
     fits = {g: gb * 1e9 / bpp for g, gb in d["gpus_gb"].items()}
     ok = all(n <= above for n in fits.values())
-    said = "; ".join(f"{g} {d['gpus_gb'][g]:g} GB / {bpp:g} bytes/param = {n / 1e9:.2f}B params" for g, n in fits.items())
+    said = "; ".join(
+        f"{g} {d['gpus_gb'][g]:g} GB / {bpp:g} bytes/param = {n / 1e9:.2f}B params" for g, n in fits.items()
+    )
     reason = (
         f"at the notes' own {bpp:g} bytes/param (line 364): {said}; "
-        + ("none above 1B fits" if ok else f"models from {above / 1e9:g}B up to {max(fits.values()) / 1e9:.2f}B fit one GPU")
+        + (
+            "none above 1B fits"
+            if ok
+            else f"models from {above / 1e9:g}B up to {max(fits.values()) / 1e9:.2f}B fit one GPU"
+        )
         + f" ({d['source']})"
     )
-    return Judged("holds" if ok else "fails", reason, (Figure(round(max(fits.values()) / 1e9, 2), "B params", "published"),))
+    return Judged(
+        "holds" if ok else "fails", reason, (Figure(round(max(fits.values()) / 1e9, 2), "B params", "published"),)
+    )
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -188,7 +197,7 @@ CLAIMS: tuple[Claim, ...] = (
         needs=CPU,
         metric="mismatches",
         unit="values",
-        line=372,
+        line=371,
         quote="Statistically projects the original FP32 into lower precision space using scaling factors",
         known_error='fp16 "projects ... using scaling factors": tensor.to(float16) is a plain rounding, no scale '
         "(scaling enters as loss scaling of gradients, or in int8/fp8 quantization)",

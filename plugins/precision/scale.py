@@ -30,7 +30,13 @@ def run_scale(p: PrecisionParams, ctx: Context) -> list[Record]:
     out = []
     for k in SCALE_SWEEP:
         q = dataclasses.replace(p, scale_batch=p.scale_batch * k)
-        labels = {"format": "fp32", "optim": "adamw", "preset": SCALE_PRESET, "batch": q.scale_batch, "seq": q.scale_seq}
+        labels = {
+            "format": "fp32",
+            "optim": "adamw",
+            "preset": SCALE_PRESET,
+            "batch": q.scale_batch,
+            "seq": q.scale_seq,
+        }
         if ctx.device.type == "cuda":  # the real thing first: it is the GPU's evidence
             out.append(guarded({**labels, "mode": "measured"}, partial(_measured_cuda, q, ctx)))
         out.append(guarded({**labels, "mode": "simulated"}, partial(_simulated, q, ctx)))

@@ -248,7 +248,8 @@ def activation_claims(rows: list[Row]) -> list[Record]:
             worst = max(d for d, _ in devs)
             n_out = sum(1 for d, _ in devs if d > 5)
             lines = "; ".join(
-                f"{where(r)}: {r.value('measured_bytes'):,} vs {r.value(vs):,} (x{r.number(ratio):.4f})" for _, r in devs
+                f"{where(r)}: {r.value('measured_bytes'):,} vs {r.value(vs):,} (x{r.number(ratio):.4f})"
+                for _, r in devs
             )
             detail = f"{len(devs)} configurations, bytes per layer {mode} vs {metric} ({n_out} outside ±5%): {lines}"
             ev = Evidence(worst, f"% (largest |measured / {metric} - 1|)", mode, detail)

@@ -135,7 +135,9 @@ def f_smaller_more_data(d: dict[str, Any]) -> Judged:
         f"L={ls:.4f}; {d['names'][1]} N={nl:.3g}, D={dl:.3g} (6ND {c_l:.2g}): L={ll:.4f}; the smaller model's loss is "
         f"{'at or below' if ok else 'above'} the larger's ({d['also']})"
     )
-    return Judged("holds" if ok else "fails", reason, (Figure(round(ls - ll, 4), "nats (smaller - larger)", "published"),))
+    return Judged(
+        "holds" if ok else "fails", reason, (Figure(round(ls - ll, 4), "nats (smaller - larger)", "published"),)
+    )
 
 
 def f_not_measurable(d: dict[str, Any]) -> Judged:
