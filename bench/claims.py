@@ -34,6 +34,7 @@ __all__ = [
     "VERDICTS",
     "ClaimResult",
     "Outcome",
+    "aggregate_counts",
     "check_value",
     "counts",
     "evaluate",
