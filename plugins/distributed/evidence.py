@@ -1,6 +1,7 @@
 """Claim evidence that compares cases: collective bytes per stage vs DDP (zero.comm.stage1-3), the notes'
-stage-2 factor vs the measured / simulated reductions (zero.stage2_notes), the largest model each strategy
-fits on one GPU (fsdp.ddp_oom), and per-rank TFLOP/s across world sizes (fsdp.near_linear)."""
+stage-2 factor vs the limits extrapolated from measured / simulated bytes (zero.stage2_notes), each stage's
+limit as Nd grows vs the formula's (zero.limits, extrapolated; the reductions at the Nd run beside), the largest
+model each strategy fits on one GPU (fsdp.ddp_oom), and per-rank TFLOP/s across world sizes (fsdp.near_linear)."""
 
 from __future__ import annotations
 
