@@ -11,7 +11,11 @@ from typing import Any
 from bench.contract import Check, Claim, Evidence
 from bench.tables import fmt_value, num
 
-KIND_RANK = {"measured": 0, "simulated": 1, "published": 2}
+# What a holds/fails rests on, strongest first: measured on the device; simulated (fake tensors / process
+# group); extrapolated (a formula carried beyond the points measured); published (arithmetic over printed
+# numbers); by construction (the harness's own code fixes the outcome: Claim.construction).
+KIND_RANK = {"measured": 0, "simulated": 1, "extrapolated": 2, "published": 3, "by construction": 4}
+KINDS = tuple(KIND_RANK)
 
 
 def fmt(v: Any) -> str:

@@ -10,7 +10,10 @@ Verdicts: holds | fails | reported (shown, no assertion) | not measured here (wi
 measure it). Each holds/fails says what it rests on:
   measured   evidence measured on that device, in that run
   simulated  evidence from simulation (fake process group / fake tensors)
+  extrapolated  a formula carried beyond the points measured (e.g. a limit as Nd grows)
   published  arithmetic over numbers printed in papers and datasheets (validates nothing here)
+  by construction  the harness's own code fixes the outcome (Claim.construction says how): counted
+             apart from measured, since it could not have come out otherwise
 Claims whose check is "parts" aggregate their parts: they are shown but not counted (the parts
 are), so one error is one `fails`. A claim that fails is a finding, not an error: exit 0.
 """
@@ -24,13 +27,14 @@ from pathlib import Path
 
 import click
 
-from bench.checks import KIND_RANK, check_value, combine, fmt, judge
+from bench.checks import KIND_RANK, KINDS, check_value, combine, fmt, judge
 from bench.contract import Check, Claim, Evidence, Figure, Row
 
 __all__ = [
     "VERDICTS",
     "ClaimResult",
     "Outcome",
+    "aggregate_counts",
     "check_value",
     "counts",
     "evaluate",
@@ -43,7 +47,19 @@ __all__ = [
 VERDICTS = ("holds", "fails", "reported", "not measured here")
 NO_RESULTS = "no results"  # the device column when no result rows were given
 FORMATS = ("terminal", "markdown", "csv")
-KIND_OF_SOURCE = {"measured": "measured", "simulated": "simulated", "formula": "published", "published": "published"}
+KIND_OF_SOURCE = {
+    "measured": "measured",
+    "simulated": "simulated",
+    "extrapolated": "extrapolated",
+    "formula": "published",
+    "published": "published",
+}
+# how the table names a known error, by whose error it is (Claim.error_in)
+ERROR_LABEL = {
+    "notes": "KNOWN ERROR IN THE NOTES",
+    "notes figure": "KNOWN ERROR IN A FIGURE OF THE NOTES (an image, not its text)",
+    "paper": "DISCREPANCY INSIDE THE PAPER (not the notes)",
+}
 
 
 @dataclass
@@ -51,7 +67,7 @@ class Outcome:
     verdict: str  # one of VERDICTS
     reason: str  # the numbers compared, or why nothing was measured
     figures: list[Figure] = field(default_factory=list)
-    kind: str | None = None  # measured | simulated | published, for holds/fails
+    kind: str | None = None  # one of bench.checks.KINDS, for holds/fails
 
     def cell(self) -> str:
         head = f"{self.verdict} ({self.kind})" if self.kind and self.verdict in ("holds", "fails") else self.verdict
@@ -189,6 +205,8 @@ def evaluate(
                 outcomes[dev] = _evidence_outcome(claim, evs, detail_max)
             else:
                 outcomes[dev] = _not_measured(claim, owner, rows_by_dev[dev], cpu_ev)
+        if claim.construction:
+            outcomes = {d: _by_construction(claim, o) for d, o in outcomes.items()}
         res = ClaimResult(claim, owner, outcomes)
         out.append(res)
         by_id[claim.id] = res
@@ -216,6 +234,13 @@ def evaluate(
         }
         out.append(ClaimResult(claim, "", outcomes))
     return devices, out
+
+
+def _by_construction(claim: Claim, o: Outcome) -> Outcome:
+    """A holds/fails the harness's own code fixes: kind "by construction", and the reason says how."""
+    if o.verdict not in ("holds", "fails"):
+        return o
+    return Outcome(o.verdict, f"by construction: {claim.construction}; {o.reason}", o.figures, "by construction")
 
 
 def _formula_outcome(claim: Claim) -> Outcome:
@@ -260,7 +285,9 @@ def table(
     for res in results:
         c = res.claim
         exp = c.expected + (f" [{c.tolerance}]" if c.tolerance else "")
-        claim_text = f"KNOWN ERROR IN THE NOTES: {c.claim}" if c.known_error else c.claim
+        claim_text = f"{ERROR_LABEL[c.error_in]}: {c.claim}" if c.known_error else c.claim
+        if c.line is not None:
+            claim_text += f' (notes line {c.line}: "{c.quote}")'
         if not res.counted:
             claim_text += " (aggregate of its parts; not counted)"
         line = [c.id, claim_text, exp]
@@ -393,25 +420,42 @@ def counts(device: str, results: Sequence[ClaimResult]) -> dict[str, dict[str, i
     return out
 
 
+def aggregate_counts(device: str, results: Sequence[ClaimResult]) -> dict[str, int]:
+    """verdict -> number of aggregates (parts claims) on one device: shown in the table, counted apart."""
+    out: dict[str, int] = {}
+    for r in results:
+        if not r.counted:
+            v = r.outcomes[device].verdict
+            out[v] = out.get(v, 0) + 1
+    return out
+
+
 def summary(devices: Sequence[str], results: Sequence[ClaimResult]) -> str:
+    """Per device: the counted claims by verdict and kind, then the aggregates apart, so that the
+    footer's two counts add up to the table's rows."""
     lines = []
     n = sum(1 for r in results if r.counted)
     for d in devices:
         parts = []
         for v, by_kind in counts(d, results).items():
             total = sum(by_kind.values())
-            kinds = [f"{by_kind[k]} {k}" for k in ("measured", "simulated", "published") if by_kind.get(k)]
+            kinds = [f"{by_kind[k]} {k}" for k in KINDS if by_kind.get(k)]
             parts.append(f"{total} {v}" + (f" ({', '.join(kinds)})" if kinds and v in ("holds", "fails") else ""))
-        lines.append(f"{d}: {n} claims: " + ", ".join(parts))
+        agg = aggregate_counts(d, results)
+        line = f"{d}: {n} claims: " + ", ".join(parts)
+        if agg:
+            line += f"; and {sum(agg.values())} aggregates of their parts, shown apart, not counted (" + ", ".join(
+                f"{k} {v}" for v, k in agg.items()
+            )
+            line += f"): {len(results)} rows in all"
+        lines.append(line)
         failing = [r.id for r in results if r.counted and r.outcomes[d].verdict == "fails"]
         if failing:
             lines.append(f"  failing on {d}: {', '.join(failing)}")
-    agg = sum(1 for r in results if not r.counted)
-    if agg:
-        lines.append(f"(+{agg} aggregates of their parts, shown apart and not counted)")
     lines.append(
-        "(meas/measured: on that device in that run; sim/simulated: fake tensors / process group; "
-        "pub/published: arithmetic over printed numbers)"
+        "(meas/measured: on that device in that run; sim/simulated: fake tensors / process group; extrapolated: a "
+        "formula beyond the points measured; pub/published: arithmetic over printed numbers; by construction: fixed "
+        "by the harness's own code)"
     )
     return "\n".join(lines)
 

@@ -216,6 +216,7 @@ class Judged:
     figures: tuple[Figure, ...] = ()
 
 
+ERROR_IN = ("notes", "notes figure", "paper")  # whose error a known_error is (Claim.error_in)
 CHECK_TYPES = ("exact", "rel", "abs", "range", "max", "plugin", "report", "formula", "parts")
 
 
@@ -265,8 +266,15 @@ class Claim:
     metric: the metric (declared in Plugin.metrics) whose value is the evidence.
     needs: what would measure it where nothing did ("run `bench run --plugin X`", "needs CUDA").
     plugins: the plugins whose rows may carry its evidence (default: the declaring plugin).
-    known_error: the notes' words when the claim is an error in them (expected verdict: fails).
+    known_error: the words in error when the claim is a known error (expected verdict: fails);
+    error_in: whose error it is, which the table says: "notes" (the notes' text, with line and quote),
+        "notes figure" (an image of the notes; its words are not in the text), "paper" (a discrepancy
+        inside the cited paper, not the notes').
     requires: "cuda" -> evidence only counts from CUDA rows.
+    line, quote: for a claim taken from the course notes (shared/seed/week1-notes.md), the line and
+        its exact words; the claim judges that statement, not a paraphrase.
+    construction: why the harness's own code fixes the outcome (the check cannot come out otherwise);
+        its holds/fails is then of kind "by construction", counted apart from measured.
     """
 
     id: str
@@ -282,6 +290,10 @@ class Claim:
     known_error: str | None = None
     requires: str | None = None
     plugins: tuple[str, ...] = ()
+    error_in: str = "notes"
+    line: int | None = None
+    quote: str = ""
+    construction: str = ""
 
     def problem(self, declared: dict[str, str]) -> str | None:
         if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)+", self.id):
@@ -299,6 +311,10 @@ class Claim:
             return f"claim {self.id}: evidence metric {self.metric!r} is not declared in the plugin's metrics"
         if self.parent and not self.id.startswith(self.parent + "."):
             return f"claim {self.id}: a part's id must start with its parent {self.parent!r}"
+        if self.error_in not in ERROR_IN:
+            return f"claim {self.id}: error_in {self.error_in!r} is not one of {', '.join(ERROR_IN)}"
+        if (self.line is None) != (not self.quote):
+            return f"claim {self.id}: a quote of the notes needs its line, and a line its quote"
         return None
 
 
@@ -306,7 +322,9 @@ def claim_record(claim: Claim, ev: Evidence, labels: dict[str, Any] | None = Non
     """A summary row carrying one claim's evidence: the evidence value under the claim's metric,
     labelled with the claim id, and the verdict `bench claims` gives it (the plugin's own, or the
     claim's check applied to the value)."""
-    m = {claim.metric or "evidence": Metric(ev.value, ev.unit, ev.source)}
+    # a metric's source is measured | simulated | formula: an extrapolated figure is a formula's
+    src = ev.source if ev.source in SOURCES else "formula"
+    m = {claim.metric or "evidence": Metric(ev.value, ev.unit, src)}
     m["verdict"] = Metric(ev.verdict or judge(claim, ev), "bench claims check")
     return Record(
         metrics=m,

@@ -30,6 +30,8 @@ SCHEMA = "bench.row/1"
 STATUSES: tuple[str, ...] = ("ok", "skipped", "oom", "error", "timeout")
 FAILED: tuple[str, ...] = ("oom", "error", "timeout")
 SOURCES: tuple[str, ...] = ("measured", "simulated", "formula")
+# evidence may also be extrapolated: a formula carried beyond the points measured (e.g. a limit as Nd grows)
+EVIDENCE_SOURCES: tuple[str, ...] = (*SOURCES, "extrapolated")
 KINDS: tuple[str, ...] = ("case", "summary")
 
 
@@ -118,7 +120,7 @@ class Evidence:
     def from_json(cls, d: Any, where: str = "") -> Evidence:
         if not isinstance(d, dict):
             raise ResultsError(f"{where}evidence must be an object, got {_short(d)}")
-        if d.get("source", "measured") not in SOURCES or d.get("verdict") not in (None, "holds", "fails"):
+        if d.get("source", "measured") not in EVIDENCE_SOURCES or d.get("verdict") not in (None, "holds", "fails"):
             raise ResultsError(f"{where}bad source/verdict in evidence {_short(d)}")
         return cls(
             d.get("value"),

@@ -103,3 +103,27 @@ def test_a_kernel_missing_here_is_a_skipped_row():
 
     r = guarded({}, lambda: _row(Act(64, 4, 16, 1, "efficient", "fp32"), Context(device=torch.device("cpu"))))
     assert r.status == "skipped" and "efficient" in r.message  # CUDA-only kernel: torch's reason, not an error
+
+
+@pytest.mark.parametrize("b,a,whole_qkv", [(1, 4, True), (2, 1, True), (2, 4, False), (2, 2, False)])
+def test_math_v_is_a_view_of_qkv_exactly_when_b_or_a_is_1(b, a, whole_qkv):
+    """activations.py's v term (3sbh when b or a is 1, else a copy): torch's matmul folds v's batch dims
+    with reshape, which is a view only when a merged dim has size 1; bmm saves it. Checked on torch
+    itself: the tensors the math kernel saves that share the qkv output's storage."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    s, h = 16, 32
+    x = torch.randn(b, s, 3 * h, requires_grad=True)
+    q, k, v = (t.view(b, s, a, h // a).transpose(1, 2) for t in x.split(h, dim=2))
+    shared: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            shared.append(t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), sdpa_kernel(SDPBackend.MATH):
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert (shared == [3 * s * b * h * 4]) == whole_qkv, shared
+    assert bool(shared) == whole_qkv

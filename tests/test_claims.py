@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from conftest import ROOT, bench_cli, run_bench
 
 from bench import claims
+from bench.checks import KINDS
 from bench.cli import main
 from bench.contract import Check, Claim, Evidence, Figure, Judged
 from bench.discovery import all_claims
@@ -190,7 +191,8 @@ def test_every_claim_gets_a_verdict_that_cites_its_number_and_what_it_rests_on()
         if o.verdict in ("holds", "fails"):
             assert re.search(r"\d", o.reason), f"{cid} cites no number: {o.reason}"
             assert o.figures, cid
-            assert o.kind in ("measured", "simulated", "published"), cid
+            assert o.kind in KINDS, cid
+            assert (o.kind == "by construction") == bool(r.claim.construction), cid
 
 
 def test_every_check_of_every_declared_claim_can_fail():

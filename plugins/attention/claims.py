@@ -9,7 +9,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         id="attn.quadratic",
         claim="the naive attention kernel holds a B·H·n·n score matrix: peak memory ~n^2",
-        source="Vaswani et al. 2017; course notes week 1",
+        source="Vaswani et al. 2017 (the n x n score matrix); shared/claims.md",
         expected="memory exponent in n = 2.0",
         tolerance="±0.2",
         check=Check("abs", value=2.0, tol=0.2),
@@ -31,12 +31,14 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         id="attn.heads",
         claim="multi-head attention uses 12-100 heads",
-        source="course notes week 1",
+        source="course notes week 1 (shared/seed/week1-notes.md), multi-headed self-attention",
         expected="time/memory per head count (report only)",
         tolerance="report only",
         check=Check("report"),
         needs="run `bench run --plugin attention` (CPU is enough)",
         metric="time_ms",
+        line=146,
+        quote="Common numbers: 12-100",
     ),
     Claim(
         id="attn.fa_speed",

@@ -104,8 +104,15 @@ def activation_bytes(
         # (default off; aten/src/ATen/native/transformers/attention.cpp, _scaled_dot_product_attention_math: query_acc)
         e_att = 4 if e == 2 else e
         t["q_k_scaled"] = 2 * sbh * e_att  # paper: Q and K 4sbh (math keeps q*d^-1/4 and k*d^-1/4: copies)
-        # paper: V 2sbh. The reshape of v (b, a, s, d) to (b*a, s, d) copies it, except when b or a is 1
-        # and there is no upcast: then it is a view, and the whole qkv output (3sbh) stays alive (measured)
+        # paper: V 2sbh. Not a case fitted to one configuration: it follows from torch's code. The math
+        # kernel's attn @ v is at::matmul, which folds the batch dims of v (b, a, s, d) into (b*a, s, d) with
+        # reshape (aten/src/ATen/native/LinearAlgebra.cpp, _matmul_impl), and bmm saves that input for
+        # backward. v is a view of the qkv output (split, view, transpose: strides (3sh, d, 3h, 1)); reshape
+        # returns a view only when the merged dims' strides are compatible (computeStride in
+        # aten/src/ATen/TensorUtils.cpp): stride_b = 3sh != a * stride_a = h in general, so it copies v
+        # (sbh), but a dim of size 1 always merges, so with b or a = 1 the saved tensor is a view and keeps
+        # the whole qkv storage alive (3sbh). A 16-bit input is upcast first (.to(float): a copy), so only
+        # without upcast. Checked with saved_tensors_hooks (tests/test_activations.py).
         t["v"] = (3 if min(a, b) == 1 and e_att == e else 1) * sbh * e_att
         t["softmax"] = a * s * s * b * e_att  # paper: softmax output 2as^2b (no dropout: also the AV input)
         t["proj_input"] = sbh * e  # paper: projection input 2sbh (transpose(1, 2).contiguous() copies)

@@ -145,6 +145,7 @@ class InferencePlugin(Plugin):
         "notes_differs_pct": "% of distributions where the notes' top-p set differs from the nucleus",
         "speed_ratio": "decode tokens/s over bf16's at the same batch",
         "memory_ratio": "(weights + KV cache) over bf16's at the same batch",
+        "weight_ratio": "weight bytes over bf16's",
     }
     normalised = ("pct_bandwidth", "speed_ratio", "memory_ratio", "intensity")
     table_metrics = (

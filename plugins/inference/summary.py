@@ -235,12 +235,12 @@ def _formats_vs_reference(dec: list[Row]) -> list[Record]:
             claim(
                 "infer.int8_memory",
                 Evidence(
-                    mem,
-                    "x of bf16",
+                    w,
+                    "x of bf16 weight bytes",
                     "measured",
                     (
-                        f"llm_int8 (weights + KV cache) / bf16 by batch: {by_batch('llm_int8', 1)}; weights alone {w:.4g}x "
-                        f"(embeddings and norms stay 16-bit); others: {others}"
+                        f"llm_int8 / bf16 weight bytes {w:.4g}x (embeddings and norms stay 16-bit); with the KV cache "
+                        f"(weights + KV cache) by batch: {by_batch('llm_int8', 1)}; others: {others}"
                     ),
                 ),
             )

@@ -51,13 +51,16 @@ class PrecisionParams:
     lr: float = param(3e-3, "train: AdamW learning rate (betas 0.9/0.95, weight decay 0.1, clip 1.0)")
     scaler: str = param("on", "train, fp16: with a GradScaler (on), without (off), or both", choices=SCALERS)
     optim: str = param("adamw", "trainmem: torch AdamW, bitsandbytes AdamW8bit, or both", choices=OPTIMS)
-    scale_batch: int = param(1, "trainmem: sequences per batch of the 1B GPT judged for mem.train_24x")
+    scale_batch: int = param(
+        1, "trainmem: the smallest batch (sequences) of the 1B GPT judged for mem.train_24x; x1, x2, x4 are run"
+    )
     scale_seq: int = param(2048, "trainmem: tokens per sequence of the 1B GPT judged for mem.train_24x")
 
 
 AUTO_MODEL = {"block": "small", "train": "tiny", "trainmem": "small", "matmul": "small", "cast": "small"}
 AUTO_BATCH = {"block": 8, "train": 8, "trainmem": 8}
 SCALE_PRESET = "1b"  # mem.train_24x: the notes' "1B parameters"
+SCALE_SWEEP = (1, 2, 4)  # mem.train_24x: multiples of --scale-batch run (the notes give no batch)
 
 
 def resolve(p: PrecisionParams) -> PrecisionParams:

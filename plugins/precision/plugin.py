@@ -39,7 +39,7 @@ TIMEOUT_S = {"train": 600.0, "trainmem": 300.0, "activations": 120.0}
 class PrecisionPlugin(Plugin):
     name = "precision"
     description = "fp32/tf32/fp16/bf16/fp8: storage bytes, exact casts, matmul/block speed, training loss and memory"
-    version = "2"
+    version = "3"
     Params = PrecisionParams
     claims = CLAIMS
     metrics = {
@@ -50,7 +50,9 @@ class PrecisionPlugin(Plugin):
         "total_bytes_per_param": "peak bytes of one fp32 AdamW training step per parameter (the larger phase)",
         "mismatches": "fp16 probe: values whose cast differs from an unscaled round-to-nearest-even",
         "differ_from_truncation": "bf16 probe: values whose cast differs from truncating the fp32 bits",
-        "act_dev_pct": "largest |measured / formula - 1| of activation bytes per layer, in %",
+        "act_dev_pct": "largest |measured / the project's torch model - 1| of activation bytes per layer, in %",
+        "act_paper_dev_pct": "largest |measured / Korthikanti's sbh(34 + 5as/h) as printed - 1| per layer, in %",
+        "layout": "sign/exponent/fraction bits of a format",
         "ratio": "activations: measured / formula bytes per layer",
     }
     normalised = ("bytes_per_param", "total_bytes_per_param", "ratio")

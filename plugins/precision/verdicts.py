@@ -83,24 +83,29 @@ def bf16_truncate(x: float) -> float:
     return float(struct.unpack("<f", struct.pack("<I", bits & 0xFFFF0000))[0])
 
 
-def judge_bf16_truncation(
-    values: Sequence[float], stored: Sequence[float], layout_bf16: str, layout_fp32: str
-) -> tuple[str, str]:
-    """prec.bf16_truncation, the notes: bf16 is a "truncated" fp32 that keeps fp32's exponent bits and
-    "truncates the fraction to 7 bits". The layout half is checked (exponent bits equal to fp32's,
-    7 fraction bits); the conversion half holds only if every stored value equals the truncation."""
-    if not values or len(values) != len(stored):
-        return "fails", "no bf16 cast values to judge"
-    eb, fb = (int(x) for x in layout_bf16.split("/")[1:])
-    e32 = int(layout_fp32.split("/")[1])
-    layout_ok = eb == e32 and fb == 7
-    lay = f"layout {layout_bf16} vs fp32 {layout_fp32}: {'same exponent, 7 fraction bits' if layout_ok else 'MISMATCH'}"
+def judge_bf16_truncation(layout_bf16: str, layout_fp32: str) -> tuple[str, str]:
+    """prec.bf16_truncation, the notes (line 381): bf16 "has the same bits as FP32 for exponent but
+    truncates the fraction to 7 bits instead of 23 bits": the bit layout, judged exactly. How a
+    conversion rounds is not in the notes' words: bf16_cast_finding reports it apart."""
+    try:
+        eb, fb = (int(x) for x in layout_bf16.split("/")[1:])
+        e32, f32 = (int(x) for x in layout_fp32.split("/")[1:])
+    except ValueError:
+        return "fails", f"unreadable layouts {layout_bf16!r} / {layout_fp32!r}"
+    ok = eb == e32 and fb == 7 and f32 == 23
+    return ("holds" if ok else "fails"), (
+        f"layout {layout_bf16} vs fp32 {layout_fp32}: exponent bits {eb} vs {e32}, fraction bits {fb} (notes: 7) "
+        f"vs {f32} (notes: 23)"
+    )
+
+
+def bf16_cast_finding(values: Sequence[float], stored: Sequence[float]) -> str:
+    """How torch converted the probe values (a finding about torch, not a claim of the notes)."""
     differ = [(v, s, bf16_truncate(v)) for v, s in zip(values, stored) if s != bf16_truncate(v)]
-    if layout_ok and not differ:
-        return "holds", f"{lay}; all {len(values)} values stored as their truncation"
+    if not differ:
+        return f"all {len(values)} probe values stored as their truncation"
     why = "; ".join(f"{v!r} -> torch {s!r}, truncation {t!r}" for v, s, t in differ[:3])
-    conv = f"the conversion is not truncation: {why} (torch rounds to nearest even)" if differ else ""
-    return "fails", f"{lay}; {conv}".rstrip("; ")
+    return f"{len(differ)} of {len(values)} probe values differ from truncation: {why} (torch rounds to nearest even)"
 
 
 @dataclass(frozen=True)
@@ -157,3 +162,39 @@ def judge_train_24x(sc: Scale, window: tuple[float, float] | None, tol: float = 
         f"at seq {sc.seq}; here {sc.total / TARGET_BPP - 1:+.1%} of 24"
     )
     return ("holds" if states_ok and total_ok else "fails"), detail
+
+
+def judge_train_24x_range(
+    points: Sequence[Scale], window: tuple[float, float] | None, tol: float = TRAIN_24X_TOL
+) -> tuple[str, str]:
+    """mem.train_24x over the batches run (the notes give no batch): holds when the model states at rest
+    are exactly 16 bytes/param at every point and the step's peak lies within 24 x (1 +- tol) at one or
+    more of them; the detail names the points where it holds and where not, and apart, the formula's
+    window (extrapolated between and beyond the points)."""
+    if not points:
+        return "fails", "no points to judge"
+    pts = sorted(points, key=lambda q: q.batch * q.seq)
+    inside = [q for q in pts if abs(q.total / TARGET_BPP - 1) <= tol]
+    states_ok = all(q.at_rest == 16.0 for q in pts)
+
+    def say(q: Scale) -> str:
+        return f"{q.batch} x {q.seq} = {q.batch * q.seq:,} tokens: {q.total:.2f} ({q.total / TARGET_BPP - 1:+.1%})"
+
+    lo, hi = pts[0].batch * pts[0].seq, pts[-1].batch * pts[-1].seq
+    where = (
+        f"24 x (1 +- {tol:.0%}) holds at {'; '.join(say(q) for q in inside)}"
+        if inside
+        else f"24 x (1 +- {tol:.0%}) holds at none"
+    )
+    outside = [q for q in pts if q not in inside]
+    if outside:
+        where += f"; not at {'; '.join(say(q) for q in outside)}"
+    src = "/".join(sorted({q.source for q in pts}))
+    detail = (
+        f"{len(pts)} batches of a {pts[0].params / 1e9:.2f}B-parameter GPT, fp32 + AdamW, {lo:,}-{hi:,} tokens per "
+        f"batch ({src}), peak bytes/param: {where}; at rest after a step "
+        f"{'exactly 16' if states_ok else 'NOT 16: ' + ', '.join(f'{q.at_rest:g}' for q in pts)} bytes/param"
+    )
+    if window is not None:
+        detail += f" (extrapolated by the activation formula: 24 +- {tol:.0%} from ~{window[0]:,.0f} to ~{window[1]:,.0f} tokens)"
+    return ("holds" if states_ok and inside else "fails"), detail

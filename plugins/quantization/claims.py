@@ -37,13 +37,15 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         id="mem.store_int8",
         claim="int8 quarters it: 1 GB (quantized weights, scales counted)",
-        source="course notes week 1",
+        source="course notes week 1 (shared/seed/week1-notes.md), Quantization, Impact",
         expected="1 byte/param",
         tolerance="±2% (scales/zero points counted)",
         check=Check("rel", value=1, tol=0.02),
         needs="run `bench run --plugin quantization` (CPU is enough)",
         metric="bytes_per_param",
         unit="bytes/param",
+        line=395,
+        quote="representing the model parameters as eight bit integers, which requires only one gigabyte of GPU RAM",
     ),
     Claim(
         id="quant.int8_half",
@@ -110,12 +112,14 @@ CLAIMS: tuple[Claim, ...] = (
         id="quant.error",
         claim="int8 loses precision dramatically without scaling; with per-row scales the error is small (judged on "
         "real activations, where the unscaled cast is not trivially zero; weights of std 0.02 cast to all-zero codes)",
-        source="course notes week 1; LLM.int8() (arXiv 2208.07339) sec. 3.1",
+        source="course notes week 1 (shared/seed/week1-notes.md), INT8; LLM.int8() (arXiv 2208.07339) sec. 3.1",
         expected="naive-cast error >= 10x the per-row absmax error (activations); per-row error < 2% (weights and activations)",
         tolerance="the plugin's verdict on that criterion (output error of block 0's mlp.fc vs fp32, real text)",
         check=Check("plugin"),
         needs="run `bench run --plugin quantization` (CPU is enough)",
         metric="error_ratio",
         unit="x",
+        line=393,
+        quote="Pretty dramatic loss of precision",
     ),
 )
