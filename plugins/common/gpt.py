@@ -35,6 +35,62 @@ class GPTConfig:
     rope_theta: float = 10000.0  # RoPE base (Llama 3: 500000)
     tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2); False: its own vocab x d matrix
     checkpoint: bool = False  # activation checkpointing per block (torch.utils.checkpoint, non-reentrant)
+    # Activation checkpointing as torchtitan configures it (torchtitan/parallelisms/parallelize_llama.py at commit
+    # 9dec370, the one docs/performance.md's tables name): "none"; "full": every block (= checkpoint=True);
+    # "selective": ac_every = 0 -> the `op` policy (SAVE_OPS below), ac_every = k > 0 -> full checkpointing of every
+    # k-th block (torchtitan's selective_ac_option = k)
+    ac: str = "none"
+    ac_every: int = 0
+    split_proj: bool = False  # separate Q, K, V and gate, up matrices (Meta's / torchtitan's Llama layout)
+
+
+# torchtitan's `op` policy (parallelize_llama.py, _save_list and _custom_policy at 9dec370): the outputs of these
+# ops are saved, the rest recomputed in backward, and of the matmuls only every other one (the 1st, 3rd, ... of a
+# block's forward). Added here: the CPU kernel of flash attention (a simulation runs on CPU, where SDPA
+# dispatches to it; it is the same op's CPU backend) and addmm (a Linear with a bias: the default GPT's matmuls).
+def _save_ops() -> tuple[set, set]:
+    a = torch.ops.aten
+    mm = {a.mm.default, a.addmm.default}
+    save = mm | {
+        a._scaled_dot_product_efficient_attention.default,
+        a._scaled_dot_product_flash_attention.default,
+        a._scaled_dot_product_flash_attention_for_cpu.default,
+        torch.ops._c10d_functional.reduce_scatter_tensor.default,
+        a.abs.default,
+        a.max.default,
+    }
+    return save, mm
+
+
+def op_policy_context() -> tuple:
+    """torchtitan's selective_checkpointing_context_fn: a fresh matmul count per block and forward/recompute."""
+    from collections import defaultdict
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    save, mm = _save_ops()
+    meta: dict[str, int] = defaultdict(int)
+
+    def policy(ctx, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        key = "recompute" if ctx.is_recompute else "forward"
+        if func in mm:
+            meta[key] += 1
+        keep = func in save and not (func in mm and meta[key] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
+def block_ac(cfg: GPTConfig, index: int) -> str:
+    """The checkpointing of block `index` (0-based): "", "full" or "op". torchtitan counts blocks from 1 and
+    checkpoints those whose count is a multiple of k."""
+    if cfg.checkpoint or cfg.ac == "full":
+        return "full"
+    if cfg.ac == "selective":
+        if cfg.ac_every <= 0:
+            return "op"
+        return "full" if (index + 1) % cfg.ac_every == 0 else ""
+    return ""
 
 
 # Named sizes. The numbers in the comments are parameter counts with vocab 256.
@@ -65,8 +121,13 @@ class CausalSelfAttention(nn.Module):
         self.n_kv = cfg.n_kv_head or cfg.n_head
         assert cfg.n_head % self.n_kv == 0, "n_head must be a multiple of n_kv_head"
         hd = cfg.d_model // cfg.n_head
-        # one fused projection: q (n_head*hd) | k (n_kv*hd) | v (n_kv*hd); 3d outputs without GQA
-        self.qkv = nn.Linear(cfg.d_model, cfg.d_model + 2 * self.n_kv * hd, bias=cfg.bias)
+        self.split = cfg.split_proj
+        if self.split:  # wq, wk, wv as Meta's Llama (three matmuls, in that order)
+            self.q = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+            self.k = nn.Linear(cfg.d_model, self.n_kv * hd, bias=cfg.bias)
+            self.v = nn.Linear(cfg.d_model, self.n_kv * hd, bias=cfg.bias)
+        else:  # one fused projection: q (n_head*hd) | k (n_kv*hd) | v (n_kv*hd); 3d outputs without GQA
+            self.qkv = nn.Linear(cfg.d_model, cfg.d_model + 2 * self.n_kv * hd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
@@ -75,7 +136,10 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         hd = C // self.n_head
-        if self.n_kv == self.n_head:
+        if self.split:
+            q = self.q(x).view(B, T, self.n_head, hd).transpose(1, 2)
+            k, v = (lin(x).view(B, T, self.n_kv, hd).transpose(1, 2) for lin in (self.k, self.v))
+        elif self.n_kv == self.n_head:
             q, k, v = self.qkv(x).split(C, dim=2)
             # (B, T, C) -> (B, H, T, C/H)
             q, k, v = (t.view(B, T, self.n_head, hd).transpose(1, 2) for t in (q, k, v))
@@ -97,11 +161,16 @@ class MLP(nn.Module):
         super().__init__()
         width = cfg.ffn_hidden or 4 * cfg.d_model
         self.swiglu = cfg.mlp == "swiglu"
-        # SwiGLU: gate and up projections fused into one (d, 2 * width) matrix
-        self.fc = nn.Linear(cfg.d_model, (2 if self.swiglu else 1) * width, bias=cfg.bias)
+        self.split = self.swiglu and cfg.split_proj
+        # SwiGLU: gate and up projections fused into one (d, 2 * width) matrix; split: gate (w1) and up (w3)
+        self.fc = nn.Linear(cfg.d_model, (1 if self.split or not self.swiglu else 2) * width, bias=cfg.bias)
+        if self.split:
+            self.up = nn.Linear(cfg.d_model, width, bias=cfg.bias)
         self.proj = nn.Linear(width, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split:  # torchtitan's w2(silu(w1(x)) * w3(x)): gate's matmul first
+            return self.proj(F.silu(self.fc(x)) * self.up(x))
         if self.swiglu:
             gate, up = self.fc(x).chunk(2, dim=-1)
             return self.proj(F.silu(gate) * up)
@@ -115,20 +184,22 @@ def make_norm(cfg: GPTConfig) -> nn.Module:
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, index: int = 0):
         super().__init__()
         self.ln1 = make_norm(cfg)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = make_norm(cfg)
         self.mlp = MLP(cfg)
-        self.checkpoint = cfg.checkpoint
+        self.ac = block_ac(cfg, index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpoint and torch.is_grad_enabled():
-            # keeps only the block's input; backward recomputes the block (inside the module, so an FSDP
-            # wrapper's hooks see one forward)
+        if self.ac and torch.is_grad_enabled():
+            # full: keeps only the block's input; op: also the outputs the policy saves; backward recomputes the
+            # rest (inside the module, so an FSDP wrapper's hooks see one forward)
             from torch.utils.checkpoint import checkpoint
 
+            if self.ac == "op":
+                return checkpoint(self._forward, x, use_reentrant=False, context_fn=op_policy_context)
             return checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
 
@@ -143,7 +214,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.block_size, cfg.d_model) if cfg.pos == "learned" else None
-        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
         self.ln_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:

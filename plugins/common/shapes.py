@@ -184,6 +184,9 @@ def shape_config(name: str, seq: int = 0) -> Any:
         pos=s.pos,
         rope_theta=s.rope_theta,
         tie_embeddings=s.tie,
+        # Llama's own layout (Meta's reference code, torchtitan, Hugging Face): separate wq/wk/wv and w1/w3
+        # matrices; it decides which outputs torchtitan's selective checkpointing keeps (every other matmul)
+        split_proj=s.name.startswith("llama"),
     )
 
 
@@ -217,12 +220,16 @@ def largest_module_params(cfg: Any) -> int:
     k = 2 if cfg.mlp == "swiglu" else 1
     b = 1 if cfg.bias else 0
     hd = d // a
-    mods = [
-        cfg.vocab_size * d,  # wte (and lm_head when untied)
-        d * (d + 2 * kv * hd) + b * (d + 2 * kv * hd),
-        d * k * f + b * k * f,
-        f * d + b * d,
-    ]
+    if getattr(cfg, "split_proj", False):  # separate q (the largest of q, k, v) and gate / up matrices
+        k = 1
+        mods = [cfg.vocab_size * d, d * d + b * d, d * f + b * f, f * d + b * d]
+    else:
+        mods = [
+            cfg.vocab_size * d,  # wte (and lm_head when untied)
+            d * (d + 2 * kv * hd) + b * (d + 2 * kv * hd),
+            d * k * f + b * k * f,
+            f * d + b * d,
+        ]
     if cfg.pos == "learned":
         mods.append(cfg.block_size * d)
     return max(mods)

@@ -44,6 +44,19 @@ class DDPParams:
         "replaces --model/--params",
         choices=("", *SHAPES),
     )
+    ac: str = param(
+        "none",
+        "activation checkpointing of each block: none; full (torch.utils.checkpoint, non-reentrant); selective "
+        "(torchtitan's `op` policy: keep the outputs of every other matmul and of attention, recompute the rest; "
+        "with --ac-every K: full checkpointing of every K-th block instead)",
+        choices=("none", "full", "selective"),
+    )
+    ac_every: int = param(
+        0, "with --ac selective: checkpoint every K-th block in full (torchtitan's selective_ac_option=K)"
+    )
+    expandable_segments: bool = param(
+        False, "with --simulate: the caching-allocator model with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+    )
     gpu_gb: float = param(
         16.0,
         "one GPU's memory in GB (1e9 bytes) a simulated per-rank step peak must fit (claim fsdp.ddp_oom; "
@@ -94,7 +107,22 @@ def model_config(p: Any) -> GPTConfig:
     if p.params:
         raise ValueError("--params picks a shape for --simulate only (plugins/distributed/sim.py)")
     cfg = config_from(p.model, n_layer=p.layers, d_model=p.width)
-    return GPTConfig(**{**cfg.__dict__, "block_size": max(cfg.block_size, p.seq)})
+    return with_ac(GPTConfig(**{**cfg.__dict__, "block_size": max(cfg.block_size, p.seq)}), p)
+
+
+def with_ac(cfg: GPTConfig, p: Any) -> GPTConfig:
+    """cfg with the case's activation checkpointing (--ac, --ac-every)."""
+    from dataclasses import replace
+
+    return replace(cfg, ac=getattr(p, "ac", "none"), ac_every=getattr(p, "ac_every", 0))
+
+
+def ac_label(p: Any) -> str:
+    ac = getattr(p, "ac", "none")
+    if ac == "selective":
+        k = getattr(p, "ac_every", 0)
+        return f"selective (every {k}th block in full)" if k > 0 else "selective (torchtitan's op policy)"
+    return ac
 
 
 def config_label(p: Any, cfg: GPTConfig, psi: int) -> str:

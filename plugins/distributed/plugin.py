@@ -22,6 +22,7 @@ from plugins.distributed.params import (
     UNTIMED_STEPS,
     DDPParams,
     FSDPParams,
+    ac_label,
     config_label,
     hybrid_of,
     model_config,
@@ -117,6 +118,8 @@ class DDPPlugin(Plugin):
         "formula_bytes",
         "model_state_step_bytes",
         "peak_mib",
+        "reserved_peak_gib",
+        "allocated_peak_gib",
         "cuda_max_allocated_mib",
         "step_ms",
         "tokens_per_s",
@@ -144,6 +147,12 @@ class DDPPlugin(Plugin):
             return "--layers must be >= 0"
         if not p.gpu_gb > 0:
             return "--gpu-gb must be > 0 (GB = 1e9 bytes)"
+        if p.ac_every < 0 or (p.ac_every and p.ac != "selective"):
+            return f"--ac-every {p.ac_every}: give K >= 1 with --ac selective (every K-th block checkpointed in full)"
+        if p.expandable_segments and not p.simulate:
+            return (
+                "--expandable-segments sets the simulator's allocator model; a real run reads PYTORCH_CUDA_ALLOC_CONF"
+            )
         if hybrid_of(p):
             if stage < 2:
                 return f"--hybrid is HSDP (FSDP2 on a 2-D mesh): stage {stage} has no hybrid form; use --stage 2 or 3"
@@ -234,7 +243,8 @@ class DDPPlugin(Plugin):
                 dist.destroy_process_group()
         launched = "a plain process with a one-rank group" if own_group else "torchrun"
         notes.append(
-            f"model: {config_label(p, cfg, st.psi)}; world size {world} ({launched}), device {ctx.device.type}"
+            f"model: {config_label(p, cfg, st.psi)}; activation checkpointing: {ac_label(p)}; world size {world} "
+            f"({launched}), device {ctx.device.type}"
         )
         return [Record(metrics=m, samples=samples, notes=notes, labels={"rank": ctx.rank} if own_group else {})]
 

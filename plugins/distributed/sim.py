@@ -80,14 +80,14 @@ def params_config(target: float, seq: int) -> Any:
 def case_config(p: Any) -> Any:
     """The GPT a simulated case builds: a published shape (a `shape` parameter, plugins/common/shapes.py),
     else --params' shape, else the case's preset (params.model_config)."""
-    from plugins.distributed.params import model_config
+    from plugins.distributed.params import model_config, with_ac
 
     shape = getattr(p, "shape", "")
     if shape:
         from plugins.common.shapes import shape_config
 
-        return shape_config(shape, p.seq)
-    return params_config(p.params, p.seq) if p.params else model_config(p)
+        return with_ac(shape_config(shape, p.seq), p)
+    return with_ac(params_config(p.params, p.seq), p) if p.params else model_config(p)
 
 
 def run_simulated(p: Any, ctx: Any, cfg: Any = None, fast: bool = True) -> list[Record]:
@@ -99,7 +99,7 @@ def run_simulated(p: Any, ctx: Any, cfg: Any = None, fast: bool = True) -> list[
 
     from plugins.common.gpt import GPT
     from plugins.common.text import get_batch
-    from plugins.distributed.params import UNTIMED_STEPS, hybrid_of, stage_of
+    from plugins.distributed.params import UNTIMED_STEPS, ac_label, hybrid_of, stage_of
     from plugins.distributed.rank0 import rank0_only
     from plugins.distributed.strategies import build_strategy, make_mesh
     from plugins.distributed.training import train_and_measure
@@ -122,19 +122,27 @@ def run_simulated(p: Any, ctx: Any, cfg: Any = None, fast: bool = True) -> list[
                 torch.manual_seed(ctx.seed)
                 model = GPT(cfg)
                 st = build_strategy(model, stage, p.precision, world, torch.device("cpu"), mesh, hybrid_of(p), True)
-                if fast:
-                    m, samples, notes = measure_simulated(p, ctx, st, batches)
-                else:
-                    m, samples, notes = train_and_measure(p, ctx, st, batches, simulate=True)
+                trace = start_trace(st, batches)
+                with trace.on():
+                    if fast:
+                        m, samples, notes = measure_simulated(p, ctx, st, batches)
+                    else:
+                        m, samples, notes = train_and_measure(p, ctx, st, batches, simulate=True)
+                events = list(trace.events)
+                n_streams = trace.streams
         finally:
             dist.destroy_process_group()
     notes.append(
         f"simulated: rank 0 of {world} (fake process group + FakeTensorMode, no data moved"
         + ("" if fast else "; reference path: every rank's chunks built, three steps")
-        + f"); model: {_label(p, cfg, st.psi, given)}; no timing (RuntimeEstimator needs CUDA)"
+        + f"); model: {_label(p, cfg, st.psi, given)}; activation checkpointing: {ac_label(p)}; no timing "
+        "(RuntimeEstimator needs CUDA)"
     )
     if stage >= 2:
         notes.append("FSDP2 shards with torch.chunk: rank 0 holds the largest shard, so rank 0 is the largest rank")
+    am, anote = allocator_metrics(events, n_streams, getattr(p, "expandable_segments", False))
+    m.update(am)
+    notes.append(anote)
     m["model_layers"] = Metric(cfg.n_layer, "layers", "formula", deterministic=True)
     m["model_width"] = Metric(cfg.d_model, "d_model", "formula", deterministic=True)
     act, act_note = activation_term(cfg, p.batch, p.seq, p.precision)
@@ -178,7 +186,7 @@ def measure_simulated(
         x, y = batches[state["i"] % len(batches)]
         state["i"] += 1
         opt.zero_grad(set_to_none=True)
-        _, loss = model(x, y)
+        loss = model(x, y)[1]  # the logits die here, before backward, as a training loop frees them
         if state["probe"]:
             state["held"] = held_param_bytes(model, st.rest_bytes, st.sharded)
         loss.backward()
@@ -191,6 +199,59 @@ def measure_simulated(
     m, notes = state_metrics(p, ctx, st, rep, cc, state["held"], "simulated")
     add_zero1_max_rank(stage, opt, m, notes, "simulated")
     return m, {}, notes
+
+
+# --- reserved memory: the caching-allocator model -----------------------------------------------------------
+def start_trace(st: Any, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """An allocation trace (alloctrace.py) holding what exists before the first step: the parameters (FSDP2:
+    the padded local shards), buffers and the input batches, in that order (torchtitan allocates the sharded
+    parameters first, then the data arrives)."""
+    from plugins.distributed.alloctrace import AllocTrace
+    from plugins.distributed.strategies import is_dtensor
+
+    trace = AllocTrace()
+    for t in [*st.model.parameters(), *st.model.buffers()]:
+        trace.add(t._local_tensor if is_dtensor(t) else t)
+    for x, y in batches:
+        trace.add(x)
+        trace.add(y)
+    return trace
+
+
+def allocator_metrics(events: list[Any], n_streams: int, expandable: bool) -> tuple[dict[str, Metric], str]:
+    """The reserved and allocated peaks of the warm-up and tracked steps replayed through the caching-allocator
+    model (allocator.py), with the setting, the source and what is not modelled in the unit."""
+    from plugins.distributed.allocator import NOT_MODELLED, SOURCE, replay
+
+    gib = 2**30
+    st = replay(events, expandable)
+    setting = "expandable_segments:True" if expandable else "default settings"
+    how = f"caching-allocator model ({setting}) replaying the simulated steps' {st.mallocs:,} allocations"
+    m = {
+        "reserved_peak_gib": Metric(
+            st.peak_reserved / gib,
+            f"GiB per rank (max_memory_reserved predicted: {how})",
+            "simulated",
+            deterministic=True,
+        ),
+        "allocated_peak_gib": Metric(
+            st.peak_allocated / gib,
+            "GiB per rank (max_memory_allocated predicted: 512-byte rounded blocks)",
+            "simulated",
+            deterministic=True,
+        ),
+        "reserved_vs_allocated": Metric(
+            st.peak_reserved / st.peak_allocated if st.peak_allocated else None,
+            "x (predicted reserved peak / allocated peak)",
+            "simulated",
+            deterministic=True,
+        ),
+    }
+    note = (
+        f"reserved_peak_gib / allocated_peak_gib: {how} over {n_streams} stream(s) (default, FSDP2's all-gather "
+        f"copy-in and reduce-scatter streams); rules and constants from {SOURCE}; {NOT_MODELLED}"
+    )
+    return m, note
 
 
 # --- the activation term -------------------------------------------------------------------------------
@@ -244,7 +305,7 @@ def activation_model_gap(cfg: Any) -> str:
         gaps.append("RMSNorm")
     if getattr(cfg, "pos", "learned") != "learned":
         gaps.append("rotary positions")
-    if getattr(cfg, "checkpoint", False):
+    if getattr(cfg, "checkpoint", False) or getattr(cfg, "ac", "none") != "none":
         gaps.append("activation checkpointing")
     if getattr(cfg, "dropout", 0.0):
         gaps.append("dropout")
