@@ -54,6 +54,11 @@ class DDPParams:
     ac_every: int = param(
         0, "with --ac selective: checkpoint every K-th block in full (torchtitan's selective_ac_option=K)"
     )
+    reduce_dtype: str = param(
+        "bf16",
+        "with bf16 at stages 2/3: FSDP2's reduce-scatter dtype (fp32: torchtitan's mixed_precision_reduce default)",
+        choices=("bf16", "fp32"),
+    )
     expandable_segments: bool = param(
         False, "with --simulate: the caching-allocator model with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
     )

@@ -233,7 +233,9 @@ class DDPPlugin(Plugin):
             with ctx.device:  # initialise on the device (a 1B model's init on the host is slow)
                 model = GPT(cfg)
             mesh = make_mesh(ctx.device.type, world, hybrid_of(p)) if stage >= 2 else None
-            st = build_strategy(model, stage, p.precision, world, ctx.device, mesh, hybrid_of(p))
+            st = build_strategy(
+                model, stage, p.precision, world, ctx.device, mesh, hybrid_of(p), reduce_dtype=p.reduce_dtype
+            )
             gen = torch.Generator().manual_seed(1000 * ctx.seed + ctx.rank + 1)  # each rank its own data
             n = UNTIMED_STEPS + 1 + p.steps
             batches = [get_batch("train", p.batch, p.seq, gen, ctx.device) for _ in range(n)]

@@ -121,7 +121,9 @@ def run_simulated(p: Any, ctx: Any, cfg: Any = None, fast: bool = True) -> list[
                 batches = [(fm.from_tensor(x), fm.from_tensor(y)) for x, y in real]
                 torch.manual_seed(ctx.seed)
                 model = GPT(cfg)
-                st = build_strategy(model, stage, p.precision, world, torch.device("cpu"), mesh, hybrid_of(p), True)
+                st = build_strategy(
+                    model, stage, p.precision, world, torch.device("cpu"), mesh, hybrid_of(p), True, p.reduce_dtype
+                )
                 trace = start_trace(st, batches)
                 with trace.on():
                     if fast:

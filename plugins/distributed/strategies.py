@@ -91,8 +91,10 @@ def build_strategy(
     mesh: Any = None,
     hybrid: bool = False,
     simulate: bool = False,
+    reduce_dtype: str = "bf16",
 ) -> Strategy:
-    """Wrap `model` for the stage and make its optimizer. simulate: no DDP (its C++ reducer
+    """Wrap `model` for the stage and make its optimizer. reduce_dtype: FSDP2's gradient reduce-scatter dtype with
+    bf16 (stages 2/3). simulate: no DDP (its C++ reducer
     cannot run on fake tensors; with gradient_as_bucket_view=True its buckets are the
     gradients, so per-rank bytes are the same) and foreach=False (design notes)."""
     from bench.memory import param_count, tensor_bytes
@@ -129,13 +131,17 @@ def build_strategy(
         if precision == "fp32":
             mp = MixedPrecisionPolicy()
         else:
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16)
+            # reduce_dtype fp32: torchtitan's default (training.mixed_precision_reduce = "float32")
+            red = torch.float32 if reduce_dtype == "fp32" else torch.bfloat16
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=red)
         fkw = {"mesh": mesh, "reshard_after_forward": stage == 3, "mp_policy": mp}
         for b in model.blocks:
             fully_shard(b, **fkw)
         fully_shard(model, **fkw)
         wrapped = model
         opt = torch.optim.AdamW(model.parameters(), **TRAIN, foreach=foreach)
+        if precision == "bf16" and reduce_dtype == "fp32":
+            how += "; reduce_dtype fp32 (gradients reduce-scattered in fp32, torchtitan's default)"
         if hybrid:
             nd = world // 2
             how += f"; HSDP: 2-D mesh (2 replicas x {nd} shards), gradients all-reduced across replicas"

@@ -22,13 +22,14 @@ from plugins.planner.estimators import (
     deepspeed_zero3_bytes,
     smallest_gpus,
 )
-from plugins.planner.plugin import GB, PlanParams, model_of
+from plugins.planner.plugin import GB, PlanParams, ac_text, model_of
 from plugins.planner.search import ladder
 
 NOTE = (
-    "gpuplan: smallest_world = the smallest power-of-two world size whose simulated per-rank step peak "
-    "(fake process group + fake tensors, FSDPMemTracker/MemTracker; the largest rank) fits --gpu-gb; peak_gb and "
-    "headroom_gb at it (GB = 1e9 bytes). Beside it, formulas of other tools for the same inputs, model states "
+    "gpuplan: smallest_world = the smallest power-of-two world size whose need (the simulated per-rank reserved "
+    "peak of the caching-allocator model + CUDA context + NCCL buffers; fake process group + fake tensors; the "
+    "largest rank) fits --gpu-gb; peak_gb (allocated), reserved_gb, need_gb and headroom_gb at it (GB = 1e9 bytes), "
+    "for the batch x seq per GPU and the checkpointing in the labels. Beside it, formulas of other tools for the same inputs, model states "
     f"only (no activations, no temporaries): {DEEPSPEED_ZERO2}: 2P + 18P/N; {DEEPSPEED_ZERO3}: 4 x largest layer "
     f"+ 18P/N; {ACCELERATE}: 8P (mixed precision) or 16P (fp32) for the whole model on one device"
 )
@@ -64,12 +65,14 @@ def _answer(p: Any, label: str, rs: list[Row]) -> Record:
     best = next((r for r in rs if r.value("answer") == "yes"), None)
     psi = int(rs[0].value("n_params") or 0)
     budget = float(p.gpu_gb) * GB
-    labels = {"model": p.model, "ckpt": "on" if p.checkpoint else "off", "stage": label}
+    labels = {"model": p.model, "batch": p.batch, "seq": p.seq, "ac": ac_text(p), "stage": label}
     src = {"source": "simulated", "deterministic": True}
     m: dict[str, Metric] = {
         "smallest_world": Metric(int(best.get("world_size")) if best else None, "ranks", **src),
         "peak_gb": Metric(best.value("peak_gb") if best else None, "GB per rank", **src),
-        "headroom_gb": Metric(best.value("headroom_gb") if best else None, "GB", **src),
+        "reserved_gb": Metric(best.value("reserved_gb") if best else None, "GB per rank (allocator model)", **src),
+        "need_gb": Metric(best.value("need_gb") if best else None, "GB (reserved + context + NCCL)", **src),
+        "headroom_gb": Metric(best.value("headroom_gb") if best else None, "GB (GPU - need)", **src),
         "activations_gb": Metric(best.value("activations_gb") if best else None, "GB at the peak", **src),
     }
     reasons = sorted({n for r in rs for n in r.notes if n.startswith(label + ":")})

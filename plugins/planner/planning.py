@@ -19,8 +19,30 @@ from typing import Any
 
 from bench.contract import Metric, Record
 from plugins.distributed.formulas import state_dtypes
-from plugins.planner.plugin import DEPTHS, GB, STAGE_NAMES, model_of
+from plugins.planner.plugin import DEPTHS, GB, STAGE_NAMES, ac_of, ac_text, model_of
 from plugins.planner.search import Answer, Point, Sim, extrapolate, ladder, lower_bound, plan_stage, zero1_partition
+
+# Memory outside the caching allocator, per GPU (bytes), added to the reserved peak before comparing with the GPU:
+# - the CUDA context: "~300MB" with lazy module loading (CUDA >= 11.7), "> 1000MB" before (ptrblck, PyTorch
+#   issue pytorch/pytorch#107667, 2023); 300-400 MB (pytorch/pytorch#20532). Taken as 0.5 GB.
+# - NCCL's own buffers (NCCL allocates them with cudaMalloc, outside torch's allocator): NCCL_BUFFSIZE, 4 MiB by
+#   default (NCCL's environment-variable documentation), per channel and per peer of a ring, send and receive:
+#   an allowance of 2 x 2 x 32 channels (NCCL's MAXCHANNELS on NVLink hosts) x 4 MiB = 512 MiB per
+#   communicator; FSDP uses one (HSDP two).
+CUDA_CONTEXT_BYTES = 500_000_000
+NCCL_BYTES_PER_COMM = 2 * 2 * 32 * 4 * 2**20
+MARGIN_NOTE = (
+    "need_gb = the predicted reserved peak (caching-allocator model) + 0.5 GB CUDA context (pytorch/pytorch#107667: "
+    "~300 MB with lazy loading) + NCCL buffers 2 x 2 x 32 channels x NCCL_BUFFSIZE 4 MiB = 0.54 GB per communicator "
+    "(FSDP 1, HSDP 2); a world size fits when need_gb <= --gpu-gb; headroom_gb = --gpu-gb - need_gb"
+)
+
+
+def overhead_bytes(stage: int, hybrid: bool, world: int) -> int:
+    """CUDA context + NCCL buffers of one GPU (see above); one rank alone has no communicator."""
+    comms = 0 if world == 1 else (2 if hybrid else 1)
+    return CUDA_CONTEXT_BYTES + comms * NCCL_BYTES_PER_COMM
+
 
 UNATTRIBUTED = (
     "bytes the tracker counted in categories the core's breakdown does not name (with FSDP2: FSDPMemTracker's "
@@ -28,12 +50,13 @@ UNATTRIBUTED = (
 )
 
 
-def sim_of(rec: Record, world: int, stage: int, how: str, zero1_extra: int = 0) -> Sim:
+def sim_of(rec: Record, world: int, stage: int, how: str, zero1_extra: int = 0, overhead: int = 0) -> Sim:
     """The largest rank's peak and its parts (bytes) from a simulated row. ZeRO-1: rank 0's peak plus the
     largest partition's extra optimizer state (the row's optim_bytes_max_rank, else `zero1_extra`: K x the
     elements the largest partition holds beyond rank 0's, from search.zero1_partition)."""
     m = rec.metrics
     peak = round(m["peak_mib"].value * 2**20)
+    reserved = round(m["reserved_peak_gib"].value * 2**30) if m.get("reserved_peak_gib") else 0
     parts = {
         k[len("peak_") : -len("_mib")]: round(v.value * 2**20)
         for k, v in m.items()
@@ -50,9 +73,10 @@ def sim_of(rec: Record, world: int, stage: int, how: str, zero1_extra: int = 0) 
         )
         if extra:
             peak += extra
+            reserved += extra if reserved else 0
             parts["optimizer_state"] = parts.get("optimizer_state", 0) + extra
             how += f"; + {extra / GB:.3g} GB: the largest ZeRO-1 partition's optimizer state beyond rank 0's"
-    return Sim(world, peak, parts, how)
+    return Sim(world, peak, parts, how, reserved, overhead)
 
 
 def plan(p: Any, ctx: Any) -> list[Record]:
@@ -81,13 +105,16 @@ def plan(p: Any, ctx: Any) -> list[Record]:
                 precision=p.precision,
                 batch=p.batch,
                 seq=p.seq,
+                ac=ac_of(p),
+                ac_every=p.ac_every,
             )
             rec = run_simulated(fp, ctx, cfg=dataclasses.replace(cfg, n_layer=layers))[0]
             extra = 0
             if stage == 1:  # stage 1 is simulated whole: the full model's partition
                 sizes = zero1_partition(numels, world)
                 extra = state_dtypes(1, p.precision).K * (max(sizes) - sizes[0])
-            cache[key] = sim_of(rec, world, stage, f"simulated, all {layers} layers", extra)
+            over = overhead_bytes(stage, hybrid, world)
+            cache[key] = sim_of(rec, world, stage, f"simulated, all {layers} layers", extra, over)
         return cache[key]
 
     def simulator(stage: int, hybrid: bool, whole: bool) -> Any:
@@ -121,7 +148,7 @@ def plan(p: Any, ctx: Any) -> list[Record]:
     for r in records:
         r.notes.append(
             f"model: {name} ({cfg.n_layer} layers, d={cfg.d_model}, Psi={psi:,} params), {p.precision}, "
-            f"batch {p.batch} x seq {p.seq} per GPU, AdamW, activation checkpointing {'on' if p.checkpoint else 'off'}; "
+            f"batch {p.batch} x seq {p.seq} per GPU, AdamW, activation checkpointing {ac_text(p)}; "
             f"GPU {p.gpu_gb:g} GB; world sizes: powers of two up to {p.max_world}"
         )
         r.metrics["n_params"] = Metric(psi, "params", "formula", deterministic=True)
@@ -175,15 +202,24 @@ def _records(ans: Answer, budget: float, notes: list[str]) -> list[Record]:
             "lower_bound_gb": Metric(pt.lower_bound / GB, "GB (model states, exact count)", "formula"),
         }
         if pt.sim is not None:
-            m["peak_gb"] = Metric(pt.sim.peak / GB, "GB", "simulated", deterministic=True)
-            m["headroom_gb"] = Metric((budget - pt.sim.peak) / GB, "GB", "simulated", deterministic=True)
+            m["peak_gb"] = Metric(
+                pt.sim.peak / GB, "GB (allocated: tracked step peak)", "simulated", deterministic=True
+            )
+            if pt.sim.reserved:
+                m["reserved_gb"] = Metric(
+                    pt.sim.reserved / GB, "GB (reserved: caching-allocator model)", "simulated", deterministic=True
+                )
+            m["need_gb"] = Metric(
+                pt.sim.need / GB, "GB (reserved + CUDA context + NCCL buffers)", "simulated", deterministic=True
+            )
+            m["headroom_gb"] = Metric((budget - pt.sim.need) / GB, "GB (GPU - need)", "simulated", deterministic=True)
             for k, v in sorted(pt.sim.parts.items()):
                 m[f"{k}_gb"] = Metric(v / GB, "GB at the peak", "simulated", deterministic=True)
             m["how"] = Metric(pt.sim.how, "", "simulated")
         else:
             m["how"] = Metric("not simulated: the lower bound exceeds the GPU", "", "formula")
         m["answer"] = Metric("yes" if pt.world == ans.smallest else "", "the smallest that fits", src)
-        rec_notes = [f"{label}: {ans.reason}", *notes]
+        rec_notes = [f"{label}: {ans.reason}", *notes, MARGIN_NOTE]
         if "unattributed" in (pt.sim.parts if pt.sim else {}):
             rec_notes.append(f"unattributed_gb: {UNATTRIBUTED}")
         out.append(Record(metrics=m, labels={"stage": label, "world_size": pt.world}, notes=rec_notes))

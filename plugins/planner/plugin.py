@@ -33,7 +33,13 @@ class PlanParams:
     gpu_gb: float = param(80.0, "one GPU's memory in GB (1e9 bytes): 80 for H100/A100 80GB")
     batch: int = param(1, "sequences per GPU per step")
     seq: int = param(4096, "tokens per sequence")
-    checkpoint: bool = param(False, "activation checkpointing of every block (torch.utils.checkpoint)")
+    checkpoint: bool = param(False, "activation checkpointing of every block (torch.utils.checkpoint; = --ac full)")
+    ac: str = param(
+        "none",
+        "activation checkpointing: none, full, selective (torchtitan's op policy; --ac-every K: every K-th block)",
+        choices=("none", "full", "selective"),
+    )
+    ac_every: int = param(0, "with --ac selective: checkpoint every K-th block in full")
     max_world: int = param(16384, "the largest world size tried (powers of two from 1)")
     hybrid: bool = param(True, "also HSDP (2 replicas x N/2 shards) at stages 2 and 3")
     exact: bool = param(False, "simulate every layer at each answer (slower) besides the layer extrapolation")
@@ -49,7 +55,20 @@ def model_of(p: Any) -> tuple[Any, str]:
         cfg, name = shape_config(p.model, p.seq), p.model
     else:
         cfg, name = params_config(float(p.model), p.seq), f"{float(p.model):.3g} params"
-    return (dataclasses.replace(cfg, checkpoint=True) if p.checkpoint else cfg), name
+    return dataclasses.replace(cfg, ac=ac_of(p), ac_every=p.ac_every), name
+
+
+def ac_of(p: Any) -> str:
+    """The case's activation checkpointing (--checkpoint is --ac full)."""
+    return "full" if getattr(p, "checkpoint", False) else str(getattr(p, "ac", "none"))
+
+
+def ac_text(p: Any) -> str:
+    ac = ac_of(p)
+    if ac == "selective":
+        k = int(getattr(p, "ac_every", 0))
+        return f"selective (every {k}th block)" if k > 0 else "selective (op policy)"
+    return ac
 
 
 class GPUPlanPlugin(Plugin):
@@ -60,11 +79,13 @@ class GPUPlanPlugin(Plugin):
     metrics = {
         "smallest_world": "the smallest world size whose simulated per-rank step peak fits the GPU (ranks)",
         "peak_gb": "simulated per-rank step peak (GB = 1e9 bytes)",
-        "headroom_gb": "GPU memory minus the simulated per-rank peak (GB)",
+        "headroom_gb": "GPU memory minus the need: reserved peak + CUDA context + NCCL buffers (GB)",
     }
     table_metrics = (
         "fits",
         "peak_gb",
+        "reserved_gb",
+        "need_gb",
         "headroom_gb",
         "parameters_gb",
         "gradients_gb",
@@ -97,6 +118,8 @@ class GPUPlanPlugin(Plugin):
                 return f"--model {p.model}: give a parameter count between 1e5 and 1e14"
         if p.gpu_gb <= 0 or p.batch < 1 or p.seq < 2 or p.max_world < 1:
             return "--gpu-gb must be > 0, --batch >= 1, --seq >= 2, --max-world >= 1"
+        if p.ac_every < 0 or (p.ac_every and ac_of(p) != "selective"):
+            return f"--ac-every {p.ac_every}: give K >= 1 with --ac selective"
         if p.max_world > 1_000_000:
             return "--max-world above 1e6 is not simulated"
         if p.model in SHAPES:

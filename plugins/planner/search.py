@@ -1,6 +1,10 @@
 """The planner's search: for one stage, the smallest world size whose simulated per-rank step peak fits a
 GPU, with as few simulations as the answer needs. Pure logic: the simulator is passed in (tests feed a fake).
 
+A world size fits when its need -- the predicted reserved peak of the caching allocator (allocated when not
+known) plus the memory outside it (CUDA context, communication buffers; planning.py states the figures) -- is
+within the GPU's memory.
+
 Per stage (bytes per rank; world sizes from a ladder of powers of two up to --max-world):
   1. Lower bound, exact from the parameter shapes: the model states rank 0 must hold at one moment of the
      step (the ZeRO formula with torch's dtypes and FSDP's torch.chunk shards: rank 0's shard is the
@@ -32,9 +36,16 @@ class Sim:
     """One simulated (or bounded) world size: the largest rank's step peak and its parts, in bytes."""
 
     world: int
-    peak: int
+    peak: int  # the tracked (allocated) step peak
     parts: dict[str, int] = field(default_factory=dict)
     how: str = ""
+    reserved: int = 0  # the caching allocator's predicted reserved peak (0: not known)
+    overhead: int = 0  # memory outside the allocator: CUDA context, communication buffers
+
+    @property
+    def need(self) -> int:
+        """The GPU memory the step needs: the reserved peak (else the allocated one) plus the overhead."""
+        return (self.reserved or self.peak) + self.overhead
 
 
 @dataclass
@@ -120,7 +131,7 @@ def plan_stage(
     def point(n: int) -> Point:
         if n not in points:
             s = simulate(n)
-            points[n] = Point(stage, hybrid, n, s.peak <= budget, bound(n), s)
+            points[n] = Point(stage, hybrid, n, s.need <= budget, bound(n), s)
         return points[n]
 
     def done(smallest: int | None, reason: str) -> Answer:
@@ -140,7 +151,7 @@ def plan_stage(
     if stage == 0:
         return done(None, "DDP: the per-rank peak does not depend on the world size")
     assert first.sim is not None
-    fixed = first.sim.peak - bound(lo)  # what sharding does not shrink (activations, buffers, one layer)
+    fixed = first.sim.need - bound(lo)  # what sharding does not shrink (activations, buffers, one layer)
     guess = next((n for n in worlds if n > lo and bound(n) + fixed <= budget), worlds[-1])
     bad, good = worlds.index(lo), worlds.index(guess)  # a failing and (to be confirmed) a fitting index
     if not point(guess).fits:
@@ -177,8 +188,11 @@ def extrapolate(depths: Sequence[int], sims: Sequence[Sim], layers: int) -> tupl
         ok = s2.peak == line(s0.peak, s1.peak, depths[2]) and all(
             s2.parts.get(k, 0) == line(s0.parts.get(k, 0), s1.parts.get(k, 0), depths[2]) for k in keys | set(s2.parts)
         )
+    reserved = line(s0.reserved, s1.reserved, layers) if s0.reserved and s1.reserved else 0
     shown = ",".join(str(d) for d in depths)
     how = f"simulated at {shown} layers, extrapolated to {layers}" + (
         (" (collinear: exact)" if ok else " (NOT collinear)") if len(depths) > 2 else ""
     )
-    return Sim(sims[0].world, peak, {k: v for k, v in parts.items() if v}, how), ok
+    if reserved:
+        how += "; reserved peak extrapolated on the same line (not checked: the allocator's cache need not be linear)"
+    return Sim(sims[0].world, peak, {k: v for k, v in parts.items() if v}, how, reserved, s0.overhead), ok
