@@ -167,10 +167,8 @@ def test_a_small_plan_end_to_end():
     stage the smallest world size, the one below failing; fits = the need (reserved + overhead) within the GPU."""
     from bench.context import Context
     from plugins.planner.answer import answer_records
-    from plugins.planner.planning import plan
+    from plugins.planner.planning import overhead_bytes, plan
     from plugins.planner.plugin import PlanParams
-
-    from plugins.planner.planning import overhead_bytes
 
     gpu = 0.05 + overhead_bytes(3, False, 2) / 1e9
     p = PlanParams(model="2.5e7", seq=64, gpu_gb=gpu, max_world=64, hybrid=False)
@@ -182,7 +180,10 @@ def test_a_small_plan_end_to_end():
         if "peak_gb" in r.metrics:
             assert r.metrics["peak_gb"].source == "simulated"
             need = r.metrics["need_gb"].value
-            assert need >= r.metrics["reserved_gb"].value + 0.5 and r.metrics["reserved_gb"].value >= r.metrics["peak_gb"].value * 0.99
+            assert (
+                need >= r.metrics["reserved_gb"].value + 0.5
+                and r.metrics["reserved_gb"].value >= r.metrics["peak_gb"].value * 0.99
+            )
             assert (r.metrics["fits"].value == "yes") == (need <= gpu)
     three = sorted(by_stage["3 (FSDP2)"], key=lambda r: r.labels["world_size"])
     answer = [r for r in three if r.metrics["answer"].value == "yes"]

@@ -65,6 +65,8 @@ class Case:
     is_cuda: bool = False
     cores: int | None = None  # CPU cores of the machine that ran it (fingerprint)
     ranks_per_host: int = 1  # ranks that shared one host (several nodes: the most on any)
+    reserved_gib: float | None = None  # simulated: the caching-allocator model's reserved peak (largest rank)
+    allocated_gib: float | None = None
 
     @property
     def world(self) -> int:
@@ -133,6 +135,11 @@ def replicated_bytes(r: Row, stage: int) -> float:
     return 0.0
 
 
+def _max_of(rs: list[Row], name: str) -> float | None:
+    vals = [v for v in (r.number(name) for r in rs) if v is not None]
+    return max(vals) if vals else None
+
+
 def aggregate(rs: list[Row]) -> Case:
     """One case's rank rows -> the figures of its largest / slowest rank."""
     r0 = rs[0]
@@ -172,6 +179,8 @@ def aggregate(rs: list[Row]) -> Case:
         device=r0.device,
         is_cuda=r0.is_cuda,
         cores=r0.fingerprint.get("cpu_count"),
+        reserved_gib=_max_of(rs, "reserved_peak_gib"),
+        allocated_gib=_max_of(rs, "allocated_peak_gib"),
         ranks_per_host=max(Counter(str(r.get("host") or r.get("node") or "") for r in rs).values()),
     )
 
@@ -268,6 +277,9 @@ def summary_record(cases: list[Case], a: Case) -> Record:
     if fig:
         m["paper_gb"] = Metric(FIGURE1_GB[stage], "GB", "formula", deterministic=True)
     m["peak_mib"] = Metric(a.peak_mib, "MiB (tracked step peak, largest rank)", src)
+    if a.reserved_gib is not None:
+        m["reserved_peak_gib"] = Metric(a.reserved_gib, "GiB (predicted max_memory_reserved, largest rank)", src)
+        m["allocated_peak_gib"] = Metric(a.allocated_gib, "GiB (predicted max_memory_allocated, largest rank)", src)
     m["comm_bytes_per_rank"] = Metric(a.comm, "bytes per step", a.comm_source, deterministic=True)
     notes = [a.how, DIFFERENCES, SUMMARY_NOTE]
     if a.step_max_ms is not None and a.step_min_ms:
