@@ -76,7 +76,8 @@ def sim_of(rec: Record, world: int, stage: int, how: str, zero1_extra: int = 0, 
             reserved += extra if reserved else 0
             parts["optimizer_state"] = parts.get("optimizer_state", 0) + extra
             how += f"; + {extra / GB:.3g} GB: the largest ZeRO-1 partition's optimizer state beyond rank 0's"
-    return Sim(world, peak, parts, how, reserved, overhead)
+    ratio = float(m["reserved_vs_allocated"].value) if m.get("reserved_vs_allocated") else 0.0
+    return Sim(world, peak, parts, how, reserved, overhead, ratio)
 
 
 def plan(p: Any, ctx: Any) -> list[Record]:

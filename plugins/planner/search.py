@@ -41,11 +41,12 @@ class Sim:
     how: str = ""
     reserved: int = 0  # the caching allocator's predicted reserved peak (0: not known)
     overhead: int = 0  # memory outside the allocator: CUDA context, communication buffers
+    ratio: float = 0.0  # the allocator model's reserved / allocated peak (0: not known)
 
     @property
     def need(self) -> int:
         """The GPU memory the step needs: the reserved peak (else the allocated one) plus the overhead."""
-        return (self.reserved or self.peak) + self.overhead
+        return max(self.reserved, self.peak) + self.overhead
 
 
 @dataclass
@@ -188,11 +189,14 @@ def extrapolate(depths: Sequence[int], sims: Sequence[Sim], layers: int) -> tupl
         ok = s2.peak == line(s0.peak, s1.peak, depths[2]) and all(
             s2.parts.get(k, 0) == line(s0.parts.get(k, 0), s1.parts.get(k, 0), depths[2]) for k in keys | set(s2.parts)
         )
-    reserved = line(s0.reserved, s1.reserved, layers) if s0.reserved and s1.reserved else 0
+    # the reserved peak is not linear in the layers (a layer's blocks may or may not fit the cache): the
+    # extrapolated allocated peak times the reserved / allocated ratio of the deepest depth simulated
+    last = sims[-1]
+    reserved = round(peak * last.ratio) if last.ratio else 0
     shown = ",".join(str(d) for d in depths)
     how = f"simulated at {shown} layers, extrapolated to {layers}" + (
         (" (collinear: exact)" if ok else " (NOT collinear)") if len(depths) > 2 else ""
     )
     if reserved:
-        how += "; reserved peak extrapolated on the same line (not checked: the allocator's cache need not be linear)"
-    return Sim(sims[0].world, peak, {k: v for k, v in parts.items() if v}, how, reserved, s0.overhead), ok
+        how += f"; reserved = that peak x {last.ratio:.3f} (reserved / allocated simulated at {depths[-1]} layers)"
+    return Sim(sims[0].world, peak, {k: v for k, v in parts.items() if v}, how, reserved, s0.overhead, last.ratio), ok
