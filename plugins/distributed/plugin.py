@@ -109,7 +109,16 @@ class DDPPlugin(Plugin):
         "largest_fit_stage3_params": "largest model whose simulated stage-3 per-rank step peak fits one GPU",
         "tflops": "TFLOP/s per rank (counted FLOPs of a step / the median step)",
     }
-    normalised = ("vs_ddp", "rest_vs_ddp", "comm_vs_ddp", "vs_formula", "efficiency", "peak_vs_sim", "cuda_vs_sim")
+    normalised = (
+        "vs_ddp",
+        "rest_vs_ddp",
+        "comm_vs_ddp",
+        "vs_formula",
+        "efficiency",
+        "peak_vs_sim",
+        "cuda_vs_sim",
+        "reserved_vs_sim",
+    )
     table_metrics = (
         "params_bytes",
         "grads_bytes",
@@ -279,6 +288,8 @@ class FSDPPlugin(DDPPlugin):
             # real training, and the 8 cases fit the GPU script's share (MemTracker's bookkeeping grows
             # with layers^2: the 1b preset's 24 layers cost 4x as much per case)
             big = {"world_size": 1, "model": "large", "batch": 4, "seq": 1024, "precision": "bf16"}
+            # each pair also compares torch.cuda.max_memory_reserved with the allocator model's prediction
+            # (summary: reserved_vs_sim)
             return [{"stage": s, **big, "simulate": sim} for s in range(4) for sim in (False, True)]
         sims_quick = [
             {"stage": s, **bf16_sim, "params": n, "world_size": SIM_ND}

@@ -29,7 +29,20 @@ from plugins.distributed.params import stage_of
 from plugins.distributed.strategies import DIFFERENCES
 
 # what makes two cases the same configuration (stage, world size and simulate aside)
-CONFIG_KEYS = ("model", "layers", "width", "precision", "batch", "seq", "params", "hybrid", "gpu_gb")
+CONFIG_KEYS = (
+    "model",
+    "layers",
+    "width",
+    "precision",
+    "batch",
+    "seq",
+    "params",
+    "hybrid",
+    "gpu_gb",
+    "ac",
+    "ac_every",
+    "reduce_dtype",
+)
 STAGE_CLAIMS = {0: "zero.ddp", 1: "zero.stage1", 2: "zero.stage2", 3: "zero.stage3"}
 MIB = 2**20
 
@@ -135,6 +148,10 @@ def replicated_bytes(r: Row, stage: int) -> float:
     return 0.0
 
 
+def _gib(mib: float | None) -> float | None:
+    return None if mib is None else mib / 1024
+
+
 def _max_of(rs: list[Row], name: str) -> float | None:
     vals = [v for v in (r.number(name) for r in rs) if v is not None]
     return max(vals) if vals else None
@@ -179,7 +196,7 @@ def aggregate(rs: list[Row]) -> Case:
         device=r0.device,
         is_cuda=r0.is_cuda,
         cores=r0.fingerprint.get("cpu_count"),
-        reserved_gib=_max_of(rs, "reserved_peak_gib"),
+        reserved_gib=_max_of(rs, "reserved_peak_gib") or _gib(_max_of(rs, "cuda_max_reserved_mib")),
         allocated_gib=_max_of(rs, "allocated_peak_gib"),
         ranks_per_host=max(Counter(str(r.get("host") or r.get("node") or "") for r in rs).values()),
     )
@@ -277,9 +294,11 @@ def summary_record(cases: list[Case], a: Case) -> Record:
     if fig:
         m["paper_gb"] = Metric(FIGURE1_GB[stage], "GB", "formula", deterministic=True)
     m["peak_mib"] = Metric(a.peak_mib, "MiB (tracked step peak, largest rank)", src)
-    if a.reserved_gib is not None:
+    if a.reserved_gib is not None and a.simulated:
         m["reserved_peak_gib"] = Metric(a.reserved_gib, "GiB (predicted max_memory_reserved, largest rank)", src)
         m["allocated_peak_gib"] = Metric(a.allocated_gib, "GiB (predicted max_memory_allocated, largest rank)", src)
+    elif a.reserved_gib is not None:
+        m["reserved_peak_gib"] = Metric(a.reserved_gib, "GiB (torch.cuda.max_memory_reserved, largest rank)", src)
     m["comm_bytes_per_rank"] = Metric(a.comm, "bytes per step", a.comm_source, deterministic=True)
     notes = [a.how, DIFFERENCES, SUMMARY_NOTE]
     if a.step_max_ms is not None and a.step_min_ms:
@@ -295,6 +314,10 @@ def summary_record(cases: list[Case], a: Case) -> Record:
     if tw is not None and tw.peak_mib:
         m["sim_peak_mib"] = Metric(tw.peak_mib, "MiB (the simulated twin's per-rank peak)", "simulated")
         m["peak_vs_sim"] = Metric(a.peak_mib / tw.peak_mib, "x (tracked peak here / simulated)")
+        if a.reserved_gib is not None and not a.simulated and tw.reserved_gib:
+            m["reserved_vs_sim"] = Metric(
+                a.reserved_gib / tw.reserved_gib, "x (CUDA max reserved / the allocator model's prediction)"
+            )
         if a.cuda_peak_mib is not None:
             m["cuda_vs_sim"] = Metric(a.cuda_peak_mib / tw.peak_mib, "x (CUDA max allocated / simulated peak)")
             notes.append(
