@@ -212,3 +212,18 @@ def test_a_small_plan_end_to_end():
     assert table["3 (FSDP2)"].metrics["smallest_world"].value == n
     assert table["3 (FSDP2)"].metrics["deepspeed_world"].source == "formula"
     assert table["0 (DDP)"].metrics["accelerate_gb"].value == pytest.approx(8 * recs[0].metrics["n_params"].value / 1e9)
+
+
+def test_fit_is_decided_on_reserved_plus_overhead():
+    """A world size fits on its need: the reserved peak (never below the allocated one) + CUDA context + NCCL;
+    beyond the simulated depths the reserved peak is the extrapolated allocated peak x the ratio at depth 5."""
+    from plugins.planner.search import Sim, extrapolate, plan_stage
+
+    assert Sim(8, 10, reserved=15, overhead=2).need == 17
+    assert Sim(8, 10, reserved=0, overhead=2).need == 12
+    assert Sim(8, 10, reserved=9).need == 10
+    s, _ = extrapolate((4, 5), [Sim(8, 100, ratio=1.5), Sim(8, 110, ratio=1.2, overhead=3)], 10)
+    assert s.peak == 160 and s.reserved == 192 and s.need == 192 + s.overhead
+    sims = {n: Sim(n, 1000 // n, reserved=1000 // n + 30, overhead=20) for n in (1, 2, 4, 8, 16)}
+    ans = plan_stage(3, False, [1, 2, 4, 8, 16], 200, lambda n: 0, lambda n: sims[n])
+    assert ans.smallest == 8  # 125 + 30 + 20 = 175 fits 200; 250 + 50 at 4 ranks does not

@@ -190,15 +190,16 @@ def extrapolate(depths: Sequence[int], sims: Sequence[Sim], layers: int) -> tupl
             s2.parts.get(k, 0) == line(s0.parts.get(k, 0), s1.parts.get(k, 0), depths[2]) for k in keys | set(s2.parts)
         )
     # the reserved peak is not linear in the layers (a layer's blocks may or may not fit the cache): the
-    # extrapolated allocated peak times the reserved / allocated ratio of the deepest depth simulated. Checked on
+    # extrapolated allocated peak times the reserved / allocated ratio at the second depth (the one the search and
+    # the third-depth check share, so both give the same verdict). Checked on
     # llama3-8b, 8 ranks, 2 x 8192, selective AC: ratio 1.192 / 1.199 at 5 / 6 layers, 1.190 with all 32 (the
     # excess reserved - allocated, 6.6 / 7.1 GiB, would extrapolate to 20 GiB; it is 13.1)
-    last = sims[-1]
+    last = sims[1]
     reserved = round(peak * last.ratio) if last.ratio else 0
     shown = ",".join(str(d) for d in depths)
     how = f"simulated at {shown} layers, extrapolated to {layers}" + (
         (" (collinear: exact)" if ok else " (NOT collinear)") if len(depths) > 2 else ""
     )
     if reserved:
-        how += f"; reserved = that peak x {last.ratio:.3f} (reserved / allocated simulated at {depths[-1]} layers)"
+        how += f"; reserved = that peak x {last.ratio:.3f} (reserved / allocated simulated at {depths[1]} layers)"
     return Sim(sims[0].world, peak, {k: v for k, v in parts.items() if v}, how, reserved, s0.overhead, last.ratio), ok
