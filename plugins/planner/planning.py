@@ -189,7 +189,7 @@ def _exact(ans: Answer, stage: int, hybrid: bool, layers: int, sim_at: Any, budg
             else f"extrapolated: {extrapolated.peak / GB:.4f} GB"
         )
         pt.sim = dataclasses.replace(full, how=f"{full.how} ({word})")
-        same = same and (full.peak <= budget) == pt.fits
+        same = same and (full.need <= budget) == pt.fits
     return same
 
 

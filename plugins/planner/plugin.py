@@ -1,7 +1,8 @@
 """gpuplan: "how many GPUs do I need?" -- the fsdp simulator run over ZeRO stages 0-3, HSDP and world sizes.
 
-For a model (a published shape or a parameter count), a precision, one GPU's memory and a batch x sequence
-per GPU, every stage's smallest world size whose simulated per-rank step peak fits the GPU, the peak by
+For a model (a published shape or a parameter count), a precision, one GPU's memory, a batch x sequence per
+GPU and the activation checkpointing, every stage's smallest world size whose need (the simulated per-rank
+reserved peak of the caching-allocator model + CUDA context + NCCL buffers, planning.py) fits the GPU, the peak by
 category at each world size simulated, the headroom, and beside them the answers of DeepSpeed's and
 accelerate's estimators (their published formulas, computed here: estimators.py).
 
@@ -77,7 +78,7 @@ class GPUPlanPlugin(Plugin):
     version = "1"
     Params = PlanParams
     metrics = {
-        "smallest_world": "the smallest world size whose simulated per-rank step peak fits the GPU (ranks)",
+        "smallest_world": "the smallest world size whose need (reserved peak + context + NCCL) fits the GPU (ranks)",
         "peak_gb": "simulated per-rank step peak (GB = 1e9 bytes)",
         "headroom_gb": "GPU memory minus the need: reserved peak + CUDA context + NCCL buffers (GB)",
     }
