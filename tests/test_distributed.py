@@ -300,6 +300,9 @@ def test_a_killed_rank_is_a_failed_row_and_the_run_goes_on_with_no_orphans(tmp_p
         (["--plugin", "fsdp", "--stage", "4"], "allowed values: 0, 1, 2, 3"),
         (["--plugin", "fsdp", "--stage", "3", "--fault", "kill_rank1"], "--fault needs a real run"),
         (["--plugin", "fsdp", "--gpu-gb", "0"], "--gpu-gb must be > 0"),
+        (["--plugin", "fsdp", "--ac", "full", "--ac-every", "2"], "--ac-every 2: give K >= 1 with --ac selective"),
+        (["--plugin", "fsdp", "--ac", "some"], "allowed values: none, full, selective"),
+        (["--plugin", "ddp", "--expandable-segments"], "--expandable-segments sets the simulator's allocator model"),
     ],
 )
 def test_bad_input_exits_2_before_anything_launches(tmp_path, args, needle):
