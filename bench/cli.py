@@ -264,6 +264,19 @@ def build_plan(
 )
 @click.option("--device", type=click.Choice(["auto", "cpu"]), default="auto", show_default=True)
 @click.option(
+    "--kernels",
+    type=click.Choice(["native", "portable"]),
+    default=None,
+    help="CPU kernel set: native (the host's fastest) or portable (pinned to what every x86-64 host has, "
+    "so fixed-seed figures match across hosts; slower; bench/kernels.py). Default: $BENCH_KERNELS, else native.",
+)
+@click.option(
+    "--fixed-sizes",
+    is_flag=True,
+    help="No size probes: a case that would pick its size by timing this machine runs its smallest size "
+    "(the same rows on every host; the CI gate's setting).",
+)
+@click.option(
     "--max-time",
     type=Finite(0.05, 3600),
     default=2.0,
@@ -319,6 +332,8 @@ def run_cmd(
     seed: int,
     threads: int | None,
     device: str,
+    kernels: str | None,
+    fixed_sizes: bool,
     max_time: float,
     fmt: str,
     strict: bool,
@@ -333,6 +348,12 @@ def run_cmd(
     plugin_args: tuple[str, ...],
 ) -> None:
     """Run plugins' cases; plugin parameters are flags: bench run --plugin fsdp --stage 3 --seq 512,1024"""
+    from bench import kernels as kernel_sets
+
+    try:  # first: every case process inherits the kernel set's variables, and torch has computed nothing yet
+        kernel_sets.apply(kernels)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     from bench.results import check_writable
     from bench.runner import Interrupted, RunOptions, default_out, new_run_id, run_plugin
     from bench.tables import render_rows
@@ -370,6 +391,7 @@ def run_cmd(
         threads=threads,
         max_time_s=max_time,
         device=device,
+        fixed_sizes=fixed_sizes,
         run_id=run_id,
         deadline=STARTED + deadline if deadline else None,
         nodes=nodes,

@@ -29,6 +29,7 @@ class Context:
     seed: int = 0
     workdir: Path = field(default_factory=lambda: Path(os.environ.get("TMPDIR", "/tmp")))
     max_time_s: float = 2.0  # per timed measurement
+    fixed_sizes: bool = False  # `bench run --fixed-sizes`: afford() probes nothing and returns the smallest size
 
     @property
     def distributed(self) -> bool:
@@ -75,10 +76,15 @@ class Context:
         call_cost: on a CPU the smaller of wall and CPU time, so other work on a busy machine delays a
         kernel but does not make it look slow), extrapolate as size^exponent, and return
         the largest size whose measurement (~`calls` calls) fits budget_s, with a note of what was
-        measured. raise Skip when even the smallest size does not fit."""
+        measured. raise Skip when even the smallest size does not fit. With fixed_sizes (`bench run
+        --fixed-sizes`, the CI gate): no probe, never Skip, the smallest size. The size chosen is the row's
+        identity (a label), never a gated metric."""
         from bench.contract import Skip
 
         n0 = min(sizes)
+        if self.fixed_sizes:  # the same size on every host, whatever it costs here (the gate's rows must match)
+            build(n0)
+            return n0, f"{what}: fixed size {n0} (--fixed-sizes: no probe; the smallest of {sorted(sizes)})"
         fn = build(n0)
         first = _timing.call_cost(fn, self.device)
         if first * calls > budget_s:

@@ -86,6 +86,20 @@ class Side:
     def machine(self) -> str | None:
         return self.row.machine_id
 
+    @property
+    def numerics(self) -> str | None:
+        """bench.fingerprint.numerics_id: None for rows recorded before it (fingerprint schema 1)."""
+        v = self.row.fingerprint.get("numerics_id")
+        return str(v) if v else None
+
+
+def same_numerics(a: Side, b: Side) -> bool:
+    """Kernel-dependent figures of a and b are comparable: one numerics_id, or (both recorded before
+    numerics_id existed) one machine_id."""
+    if a.numerics is not None or b.numerics is not None:
+        return a.numerics == b.numerics
+    return a.machine is not None and a.machine == b.machine
+
 
 def group(rows: Iterable[Row]) -> dict[str, Side]:
     out: dict[str, Side] = {}
@@ -131,6 +145,7 @@ class Item:
     profile: str = ""
     part: str = ""  # deterministic metrics: portable | machine-bound
     why_part: str = ""  # why machine-bound: flagged, or an unflagged measured float
+    against: str = ""  # machine-bound: what it was compared against, or why it was not
 
 
 @dataclass
@@ -339,13 +354,26 @@ def _deterministic(
     if why:
         _invalid(it, why)
         return
-    if it.part == "machine-bound" and sb.machine != sc.machine:
-        ref = sm.row.metrics.get(name) if sm is not None and sm.machine == sc.machine else None
+    foreign = it.part == "machine-bound" and not same_numerics(sb, sc)
+    if foreign:
+        ref = sm.row.metrics.get(name) if sm is not None and same_numerics(sm, sc) else None
         if ref is None:
             it.verdict, it.outcome = "not gated", "info"
-            it.note = (
-                f"machine-bound ({it.why_part}): the baseline is from machine {sb.machine}, this run from "
-                f"{sc.machine}, and no baseline of {sc.machine} has this row"
+            if sb.numerics is None and sc.numerics is not None:
+                why = (
+                    f"the baseline row's fingerprint predates numerics identity (machine {sb.machine}, model "
+                    "string only): its kernels cannot be recomputed, so only portable metrics gate against it"
+                )
+            else:
+                why = (
+                    f"no baseline for this machine: the baseline ran with numerics {sb.numerics or sb.machine}, "
+                    f"this run with {sc.numerics or sc.machine}, and no machine-class baseline of it has this row"
+                )
+            it.note = f"not compared ({it.why_part}): {why}"
+            it.against = (
+                "NOT COMPARED: the baseline's identity was not recorded (old result file)"
+                if sb.numerics is None and sc.numerics is not None
+                else "NOT COMPARED: no baseline for this machine"
             )
             return
         if bad_value(ref.value):
@@ -360,9 +388,14 @@ def _deterministic(
     ):
         it.ratio = it.cur / it.base
     ok, tol = compare_deterministic(name, it.base, it.cur, cfg)
-    where = (
-        " (against this machine class's baseline)" if it.part == "machine-bound" and sb.machine != sc.machine else ""
-    )
+    where = ""
+    if it.part == "machine-bound":
+        it.against = (
+            f"compared against this machine class's baseline (numerics {sc.numerics or sc.machine})"
+            if foreign
+            else f"compared against the baseline (same numerics {sc.numerics or sc.machine})"
+        )
+        where = f" ({it.against})"
     if ok:
         it.note = f"equal ({tol}){where}"
         return

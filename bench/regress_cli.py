@@ -77,8 +77,10 @@ def _counts(items: list[Item]) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"
 
 
-def summary(rep: GateReport, base_desc: str, cur_desc: str) -> str:
+def summary(rep: GateReport, base_desc: str, cur_desc: str, idents: dict[str, str] | None = None) -> str:
+    idents = idents or {}
     lines = [f"regress: baseline {base_desc}", f"         current  {cur_desc}"]
+    lines += [f"  {k} identity: {v}" for k, v in idents.items()]
     lines += [f"  {m}" for m in rep.messages]
     det = [i for i in rep.items if i.kind == "deterministic"]
     tim = [i for i in rep.items if i.kind == "timing"]
@@ -92,16 +94,18 @@ def summary(rep: GateReport, base_desc: str, cur_desc: str) -> str:
         lines.append(f"  portable (exact on every machine; against the baseline): {len(port)} metrics: {_counts(port)}")
     if bound:
         flagged = sum(1 for i in bound if i.why_part.startswith("flagged"))
-        gated = [i for i in bound if i.verdict != "not gated"]
-        against = rep.machine_baseline or (
-            "the baseline (same machine)"
-            if gated
-            else "nothing: no baseline of this machine; --machine-baselines DIR records one"
-        )
         lines.append(
             f"  machine-bound ({flagged} flagged portable=false, {len(bound) - flagged} unflagged measured floats "
-            f"treated as machine-bound; against {against}): {len(bound)} metrics: {_counts(bound)}"
+            f"treated as machine-bound: portable only under one numerics id): {len(bound)} metrics: {_counts(bound)}"
         )
+        if rep.machine_baseline:
+            lines.append(f"    machine-class baseline: {rep.machine_baseline}")
+        by: dict[str, Counter[str]] = {}
+        for i in bound:
+            by.setdefault(i.against or f"not compared: {i.verdict}", Counter())[i.metric] += 1
+        for against, names in sorted(by.items()):
+            listed = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(names.items()))
+            lines.append(f"    {against}: {sum(names.values())} ({listed})")
     if tim:
         lines.append(f"  timing: {len(tim)} metrics: {_counts(tim)}")
     for i in rep.by_outcome("regression"):
@@ -143,6 +147,33 @@ def describe(rows: list[Row], paths: Sequence[Path]) -> str:
     )
 
 
+def identity(rows: list[Row]) -> str:
+    """The machine identity and kernel set of the rows' most common fingerprint, in words."""
+    from bench.kernels import describe as kernels_text
+
+    fps = Counter(json.dumps(r.fingerprint, sort_keys=True, default=str) for r in rows if r.fingerprint)
+    if not fps:
+        return "no fingerprint recorded"
+    fp = json.loads(fps.most_common(1)[0][0])
+    cpu, libs = fp.get("cpu"), fp.get("libs") or {}
+    if not cpu:
+        return (
+            f"machine {fp.get('machine_id')} ({fp.get('cpu_model')}; fingerprint schema 1: model string only, "
+            "no CPU features, kernel set or numerics id recorded)"
+        )
+    gpu = ", ".join(
+        f"{g.get('name')} ({g.get('sm_count')} SMs, sm_{g.get('capability')})" for g in fp.get("gpus") or []
+    )
+    return (
+        f"machine {fp.get('machine_id')} ({cpu.get('vendor')} family {cpu.get('family')} model {cpu.get('model')} "
+        f"stepping {cpu.get('stepping')}, {cpu.get('arch')}: {' '.join(cpu.get('flags') or []) or 'no listed ISA flags'}; "
+        f"{fp.get('cpus_usable')} of {fp.get('cpu_count')} cores usable; torch {libs.get('torch')}, "
+        f"{libs.get('blas')} {libs.get('mkl')}, oneDNN {libs.get('onednn')}"
+        + (f"; {gpu}, CUDA {fp.get('cuda')}, driver {fp.get('driver')}" if gpu else "")
+        + f"); kernels {kernels_text(fp.get('kernels'))}; numerics {fp.get('numerics_id')}"
+    )
+
+
 class _HarnessCommand(click.Command):
     """Usage errors exit 3 (a harness error), not click's 2, which here means 'ambiguous'."""
 
@@ -176,13 +207,17 @@ def _machine_baseline(
     from bench import regress_machine as rm
     from bench.results import load_rows
 
-    mine = Counter(r.machine_id for r in crows if r.machine_id).most_common(1)
+    def cls(r: Row) -> str:  # the machine class of a row: its numerics id (schema 1: its machine id)
+        v = r.fingerprint.get("numerics_id") or r.machine_id
+        return str(v) if v else ""
+
+    mine = Counter(cls(r) for r in crows if cls(r)).most_common(1)
     if not mine:
-        return None, "", None, ["machine-bound metrics: the current rows carry no machine_id; not gated"]
+        return None, "", None, ["machine-bound metrics: the current rows carry no machine identity; not gated"]
     mid = mine[0][0]
-    if any(r.machine_id == mid for r in brows):
-        return None, f"the baseline itself (recorded on this machine, {mid})", None, []
-    label = next(r.device for r in crows if r.machine_id == mid)
+    if any(cls(r) == mid for r in brows):
+        return None, f"the baseline itself (recorded with these numerics, {mid})", None, []
+    label = next(r.device for r in crows if cls(r) == mid)
     dig = rm.digest(list(baseline))
     path, stale = rm.find(folder, mid, dig)
     msgs = []
@@ -194,14 +229,16 @@ def _machine_baseline(
     if path is None:
         return None, "", rm.file_for(folder, label, mid, dig), msgs
     rows = load_rows([path])
-    return rows, f"{path} (machine {mid}, recorded by an earlier gate run here)", None, msgs
+    return rows, f"{path} (numerics {mid}, recorded by an earlier gate run here)", None, msgs
 
 
 def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     from bench import regress_machine as rm
 
     bound = [i for i in rep.items if i.part == "machine-bound"]
-    mid = next((r.machine_id for r in crows if r.machine_id), "?")
+    mid = next((str(r.fingerprint.get("numerics_id") or r.machine_id) for r in crows if r.machine_id), "?")
+    if not bound:
+        return
     if rep.exit_code != EXIT_PASS:
         rep.messages.append(
             f"machine-bound metrics: no baseline of machine {mid} yet, and none recorded because "
@@ -212,8 +249,9 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     rep.machine_baseline = f"nothing yet: first run on machine {mid}; RECORDED {path} ({n} rows) as its baseline"
     rep.messages.append(
         f"RECORDED the machine-bound baseline of machine {mid}: {path} ({n} rows). Its {len(bound)} "
-        "machine-bound metrics are not gated on this first run on this machine class; the next gate "
-        "run here gates them against it (commit the file to gate them from a clean clone)."
+        "machine-bound metrics are not compared on this first run on this machine class; the next gate "
+        "run in this checkout compares them against it. A CI run in a clean clone records it anew every time "
+        "and commits nothing, so there they are never compared: commit the file to gate them from a clean clone."
     )
 
 
@@ -403,7 +441,8 @@ def command(
     hidden = sum(1 for i in rep.items if i.verdict in ("same", "not gated") and not i.reruns)
     if hidden and not verbose and fmt != "csv":
         click.echo(f"({hidden} same / not-gated verdicts not listed; -v lists them)")
-    click.echo(summary(rep, describe(brows, baseline), describe(crows, current)))
+    idents = {"baseline": identity(brows), "current": identity(crows)}
+    click.echo(summary(rep, describe(brows, baseline), describe(crows, current), idents))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(

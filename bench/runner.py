@@ -54,6 +54,7 @@ class RunOptions:
     threads: int | None = None
     max_time_s: float = 2.0  # per timed measurement inside a case
     device: str = "auto"  # "auto" | "cpu"
+    fixed_sizes: bool = False  # no size probes: ctx.afford returns the smallest size (the gate's rows match everywhere)
     run_id: str = ""
     deadline: float | None = None  # time.time() by which every case must have ended (None: no deadline)
     nodes: Any = None  # bench.rendezvous.Nodes when the run spans several nodes (--nnodes > 1)
@@ -115,6 +116,7 @@ def run_case(
             "threads": threads,
             "max_time_s": opts.max_time_s,
             "device": opts.device,
+            "fixed_sizes": opts.fixed_sizes,
             "out_dir": td,
             "timeout_s": timeout,
             "case_id": case_id,

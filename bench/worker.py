@@ -102,6 +102,7 @@ def run_case(spec: dict[str, Any]) -> int:
             seed=int(spec.get("seed", 0)),
             workdir=out_dir,
             max_time_s=float(spec.get("max_time_s", 2.0)),
+            fixed_sizes=bool(spec.get("fixed_sizes", False)),
         )
         try:
             records = plugin.run(params, ctx)

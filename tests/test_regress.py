@@ -408,7 +408,7 @@ def test_machine_class_baseline_recorded_then_gated(tmp_path):
     assert {x.params["n"] for x in load_rows([rec])} == {1, 2} and not any(x.samples for x in load_rows([rec]))
     r = run(suite("intel", loss_v=2.52, run="r3"), "same")  # the next run here gates against it
     assert r.exit_code == 0, r.output
-    assert f"against {rec}" in r.output and "3 metrics: 3 same" in r.output
+    assert f"machine-class baseline: {rec}" in r.output and "3 metrics: 3 same" in r.output
     r = run(suite("intel", loss_v=2.53, run="r4"), "changed")  # a real change of the losses on this class
     assert r.exit_code == 1 and "CHANGED toy n=1: final_loss 2.52 -> 2.53" in r.output, r.output
     assert "against this machine class's baseline" in r.output
@@ -438,6 +438,8 @@ def test_gate_on_another_machine_with_the_committed_baseline():
     bumped = 0
     for r in cur:
         r.fingerprint = {**r.fingerprint, "machine_id": "another-cpu", "label": "cpu-other"}
+        if r.fingerprint.get("numerics_id"):  # native kernels on another CPU: other numerics too
+            r.fingerprint["numerics_id"] = "another-cpu-native"
         for k, m in r.metrics.items():
             if m.deterministic and isinstance(m.value, float) and "loss" in k:
                 m.value *= 1.014  # another CPU's kernels: +1.4% after 150 steps (issue 13)

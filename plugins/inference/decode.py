@@ -127,7 +127,8 @@ def run_decode(p: Any, ctx: Context) -> list[Record]:
     for b in [s for s in sizes if s <= top]:
         out.append(_one_batch(p, ctx, model, b, measure_s, repeats, weights, bw, ridge, notes))
     for b in [s for s in sizes if s > top]:
-        out.append(Record(status="skipped", labels={"batch": b}, message=f"over the case's time budget: {afford_note}"))
+        why = "not run with fixed sizes" if ctx.fixed_sizes else "over the case's time budget"
+        out.append(Record(status="skipped", labels={"batch": b}, message=f"{why}: {afford_note}"))
     return out
 
 

@@ -105,12 +105,12 @@ def _matmul_row(fmt: str, p: PrecisionParams, ctx: Context) -> Record:
         t = ctx.time(fn, max_time_s=timing_cap(ctx.profile, ctx.max_time_s))
     m, s = timing_metrics(t)
     m.update(ctx.throughput(flops, t.median_s, throughput_dtype(fmt), with_matmul=with_matmul(fmt, ctx.device.type)))
-    # n (and so the FLOPs) is chosen by the budget probe on each machine: exact here, not elsewhere
-    m["n"] = Metric(n, "matrix size (the largest that fits the format's budget)", deterministic=True, portable=False)
+    # n is chosen by the budget probe on each machine (bench run --fixed-sizes: the smallest): the row's
+    # identity (a label), never a gated metric; the FLOPs follow from it, the same on every machine
     m["n_requested"] = Metric(p.size, "matrix size asked for (--size)", deterministic=True)
-    m["flops"] = Metric(flops, "FLOP (FlopCounterMode, 2 per multiply-add)", deterministic=True, portable=False)
+    m["flops"] = Metric(flops, "FLOP (FlopCounterMode, 2 per multiply-add)", deterministic=True)
     m["rel_error"] = Metric(err, "rel. vs fp64")
-    return Record(metrics=m, samples=s, notes=notes)
+    return Record(metrics=m, samples=s, notes=notes, labels={"n": n})
 
 
 def fp8_matmul(fmt: str, a32: torch.Tensor, b32: torch.Tensor) -> tuple[Callable[[], Any], str]:

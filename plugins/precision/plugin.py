@@ -62,7 +62,6 @@ class PrecisionPlugin(Plugin):
         "bits",
         "layout",
         "max",
-        "n",
         "time_ms",
         "tflops",
         "mfu",
