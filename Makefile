@@ -8,14 +8,19 @@ STAMP  := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 RUN_FILE ?= results/runs/make-bench-$(shell date +%Y%m%d-%H%M%S).jsonl
 GATE_FILE ?= results/runs/gate-$(shell date +%Y%m%d-%H%M%S).jsonl
-# The CI gate's committed baseline: the quick suite on CPU, one thread (see `make baseline`).
+# The CI gate's committed baseline: the quick suite on CPU, one thread, the portable kernel set, fixed
+# sizes (see `make baseline`, which records it with the same GATE_RUN).
 BASELINE ?= results/baseline/quick-cpu.jsonl
-GATE_RUN = run --all --profile quick --device cpu --threads 1 --format none
+# --kernels portable: ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE (bench/kernels.py),
+# so fixed-seed losses are the same on every x86-64 host; --fixed-sizes: no size probes, the same rows everywhere.
+GATE_RUN = run --all --profile quick --device cpu --threads 1 --kernels portable --fixed-sizes --format none
 # Portable metrics (bytes, FLOP and parameter counts, formulas) gate against BASELINE on any machine,
 # integers exactly, floats within rel 1e-6. Machine-bound ones (`portable: false`: losses after many
-# steps, overflow counts; and measured floats without a count unit) gate only against a baseline of
-# this machine class (fingerprint machine_id): BASELINE itself on the machine that recorded it, else
-# this class's file under MACHINE_BASELINES, which the first gate run here records (commit it).
+# steps, overflow counts; and measured floats without a count unit) follow the kernels: they gate against
+# BASELINE where the run's numerics_id (torch/MKL/oneDNN versions + the pinned kernel set) is the
+# baseline's, i.e. on any x86-64 host with this torch build; elsewhere against this numerics class's
+# file under MACHINE_BASELINES (recorded by the first gate run in a checkout; CI commits nothing, so
+# there they are reported "not compared" unless the file is committed).
 MACHINE_BASELINES ?= results/machine-baselines
 GATE_TOL ?=
 

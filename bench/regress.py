@@ -198,7 +198,8 @@ def evaluate(
             f"NOT COMPARABLE timings: baseline and current ran on different machines (machine_id {ma} vs {mc}): "
             "timings are a comparison "
             "there, not a regression (use `bench compare`); portable deterministic metrics gate; machine-bound "
-            "ones gate only against a baseline of the current machine."
+            "ones gate where the numerics id (library versions + kernel set) matches, else against a baseline "
+            "of the current machine class."
         )
     for k in B:
         b = B[k].row
