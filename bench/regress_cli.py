@@ -351,7 +351,7 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     metavar="TEMPLATE",
     help="Shell command that reruns one case and appends its rows to {out}; placeholders {python} {plugin} "
     "{flags} {profile} {run_opts} {out}. Default: {python} -m bench.cli run --plugin {plugin} {flags} "
-    "--profile {profile} {run_opts} --out {out}  ({run_opts}: --threads as recorded).",
+    "--profile {profile} {run_opts} --out {out}  ({run_opts}: --threads and --kernels as recorded).",
 )
 @click.option(
     "--allow-missing",

@@ -127,7 +127,7 @@ def bench_rerun(
 
     The case runs with the torch thread count its row recorded (metric "threads" -> --threads).
     template (--rerun-cmd): a shell command with {python} {plugin} {flags} {profile} {run_opts} {out}
-    ({run_opts}: "--threads N" or nothing); it must append the case's rows to {out}.
+    ({run_opts}: "--threads N" and "--kernels SET" as recorded, or nothing); it must append the case's rows to {out}.
     """
 
     def run(row: Row) -> list[Row]:
@@ -148,6 +148,9 @@ def bench_rerun(
         profile = row.profile or "quick"
         th = row.value("threads")
         run_opts = ["--threads", str(th)] if isinstance(th, int) and not isinstance(th, bool) and th > 0 else []
+        kset = (row.fingerprint.get("kernels") or {}).get("set")
+        if kset in ("native", "portable"):  # the kernel set the row ran with (bench.kernels)
+            run_opts += ["--kernels", str(kset)]
         if template:
             cmd: Any = template.format(
                 python=shlex.quote(sys.executable),
