@@ -1,8 +1,8 @@
 """Figures measured once per machine (a matmul peak, a copy bandwidth): kept in a per-user cache
 file so that every case that reports "% of" them does not pay for measuring them again.
 
-Keyed by the fingerprint's machine_id (what decides speed: devices, CPU model, core count, torch,
-CUDA, driver) plus the figure's own key (device, dtype, size, thread count). $BENCH_CACHE_DIR, else
+Keyed by the fingerprint's machine_id (what decides speed: the CPU part and its dispatch features,
+cores, kernel set, torch/MKL/oneDNN versions, GPU, CUDA, driver: bench.fingerprint) plus the figure's own key (device, dtype, size, thread count). $BENCH_CACHE_DIR, else
 $XDG_CACHE_HOME/bench, else ~/.cache/bench; BENCH_NO_CACHE=1 measures afresh. Written atomically,
 so concurrent cases never read half a file.
 """
