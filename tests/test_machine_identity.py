@@ -129,3 +129,20 @@ def test_kernel_set_names_a_changed_pin_custom(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert kernels.kernel_set()["set"] == "custom"
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in kernels.describe(kernels.kernel_set())
+
+
+def test_fixed_sizes_probe_nothing_and_pick_the_smallest_size_everywhere():
+    """`bench run --fixed-sizes` (the gate): a budget nothing fits neither skips nor times anything."""
+    import torch
+
+    from bench.context import Context
+
+    built: list[int] = []
+
+    def build(n: int):
+        built.append(n)
+        return lambda: None
+
+    ctx = Context(device=torch.device("cpu"), fixed_sizes=True)
+    n, note = ctx.afford(build, [256, 64, 1024], budget_s=1e-12, what="fp8 matmul")
+    assert n == 64 and built == [64] and "fixed size 64" in note
