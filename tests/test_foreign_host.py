@@ -97,6 +97,11 @@ def test_pinned_gate_fails_on_a_learning_rate_changed_by_1e_3_on_the_foreign_hos
     cur = tmp_path / "lr.jsonl"
     crows = _run(cur, pinned=True, host=FOREIGN, lr="0.004")
     assert _loss(crows) != _loss(brows)
+    # a code change that trains with lr + 1e-3: the case (its parameters, the row's key) is the same
+    for r in crows:
+        if r["params"].get("lr") == 0.004:
+            r["params"]["lr"] = 0.003
+    cur.write_text("".join(json.dumps(r) + "\n" for r in crows))
     r = _gate(base, cur)
     assert r.returncode == 1, r.stdout
     assert "CHANGED precision" in r.stdout and "final_loss" in r.stdout, r.stdout
