@@ -65,9 +65,10 @@ baseline: $(STAMP)
 	rm -f $(MACHINE_BASELINES)/*.jsonl
 	$(BIN)/bench $(GATE_RUN) --out $(BASELINE)
 
-# The gate's power on this machine: A/A false alarms and the slowdown it catches (prints figures).
+# The gate's power on this machine: A/A false alarms and the slowdown it catches (prints figures),
+# the A/B mode (`bench regress --ab`) beside the current one, trial by trial under the same load.
 gate-power: $(STAMP)
-	$(BIN)/python benchmarks/gate_power.py
+	$(BIN)/python benchmarks/gate_power.py --interleaved
 
 # The harness's own overhead per case (pytest-benchmark table) and timer agreement vs torch.utils.benchmark.
 bench-overhead: $(STAMP)
