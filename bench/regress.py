@@ -24,7 +24,7 @@ Each metric gets a direction and a kind (rules in bench/regress_rules.py):
                  and then a confirming rerun of the case (bench/regress_rerun.py). A timing whose
                  noise-driven threshold exceeds 50% is "noisy": a significant slowdown of at least
                  2 x its min effect (its detectable effect) still fails; a smaller change is listed
-                 "not gated: noise X%; could detect only >= Y%" with a warning, and makes the gate
+                 "not gated: could detect only a slowdown >= Y% at this noise" with a warning, and makes the gate
                  inconclusive only with --fail-on-noisy. Samples <= 0 are invalid (a duration is
                  positive). Timings of different machines are a comparison, never a regression.
   other metrics  (throughput derived from a timing, noise figures, ...) are not gated.

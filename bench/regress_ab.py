@@ -66,10 +66,13 @@ def _git(repo: Path, *args: str) -> str:
     return p.stdout.strip()
 
 
-def _project_table(text: str) -> Any:
+def _project_table(path: Path) -> Any:
+    """What decides whether REV can share this environment: dependencies and plugin entry points."""
     import tomllib
 
-    d = tomllib.loads(text)
+    if not path.exists():
+        return None
+    d = tomllib.loads(path.read_text())
     proj = d.get("project", {})
     return [proj.get("dependencies"), proj.get("optional-dependencies"), proj.get("entry-points")]
 
@@ -92,9 +95,9 @@ def prepare(rev: str, repo: Path, say: Callable[[str], None]) -> tuple[Revision,
         say(f"ab: checking out {rev} ({sha[:12]}) at {wt}")
         _git(top, "worktree", "add", "--detach", "--force", str(wt), sha)
     b = Revision("B (this working tree)", top, sys.executable, {}, f"this interpreter ({sys.executable})")
-    a = Revision(f"A ({rev}, {sha[:12]})", wt, sys.executable, {"PYTHONPATH": str(wt)})
-    mine, theirs = (top / "pyproject.toml"), (wt / "pyproject.toml")
-    same = mine.exists() and theirs.exists() and _project_table(mine.read_text()) == _project_table(theirs.read_text())
+    path = os.pathsep.join([str(wt), *filter(None, [os.environ.get("PYTHONPATH")])])
+    a = Revision(f"A ({rev}, {sha[:12]})", wt, sys.executable, {"PYTHONPATH": path})
+    same = _project_table(top / "pyproject.toml") == _project_table(wt / "pyproject.toml")
     if same:
         a.how = f"this interpreter with PYTHONPATH={wt} (its pyproject.toml has the same dependencies and plugins)"
     else:

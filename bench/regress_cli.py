@@ -310,7 +310,7 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     "--fail-on-noisy",
     is_flag=True,
     help="A timing too noisy to gate (min effect above 50%) makes the gate inconclusive (exit 2); "
-    "default: listed as 'not gated: noise X%' with a warning.",
+    "default: listed as 'not gated: could detect only a slowdown >= Y%' with a warning (a significant slowdown of at least Y% still fails).",
 )
 @click.option(
     "--rtol",

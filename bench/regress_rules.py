@@ -250,9 +250,10 @@ def noisy_result(
         )
         return TimingResult("slower", ratio, change, p, thr, why)
     why = (
-        f"not gated: {noise_words} exceeds {100 * cfg.max_threshold:g}%; could detect only a slowdown >= "
-        f"{100 * detect:.1f}% (its detectable effect: {cfg.noisy_k:g} x {what}) with p < {cfg.alpha:g}; "
-        f"this change {100 * change:+.1f}%" + (f", {pw}" if pw else "")
+        f"not gated: could detect only a slowdown >= {100 * detect:.1f}% at this noise (its detectable effect: "
+        f"{cfg.noisy_k:g} x {what}, with p < {cfg.alpha:g}); this change {100 * change:+.1f}%"
+        + (f", {pw}" if pw else "")
+        + f"; {noise_words} exceeds {100 * cfg.max_threshold:g}%"
     )
     return TimingResult("ambiguous", ratio, change, p, thr, why, noisy=True)
 
