@@ -19,7 +19,7 @@ GATE_RUN = run --all --profile quick --device cpu --threads 1 --format none
 MACHINE_BASELINES ?= results/machine-baselines
 GATE_TOL ?=
 
-.PHONY: install bench test test-nodes gate baseline bench-overhead timing-agreement gate-power clean
+.PHONY: install bench test test-nodes gate gate-ab baseline bench-overhead timing-agreement gate-power clean
 
 install: $(STAMP)
 
@@ -57,6 +57,15 @@ gate: $(STAMP)
 	$(BIN)/bench $(GATE_RUN) --out $(GATE_FILE)
 	$(BIN)/bench regress --baseline $(BASELINE) --current $(GATE_FILE) --only deterministic \
 	    --machine-baselines $(MACHINE_BASELINES) $(GATE_TOL)
+
+# The optional second stage: did the last commit slow a case down? AB_REV (default HEAD~1) and this working
+# tree run interleaved on this machine, the timings gated on A/B pairs (`bench regress --ab`; README).
+# Bounded by AB_DEADLINE seconds; AB_CASES: the cases, as `bench run` flags.
+AB_REV ?= HEAD~1
+AB_DEADLINE ?= 900
+AB_CASES ?= --plugin attention --impl sdpa_math --seq 256 --heads 4 --dtype fp32 --mode fwd --causal false
+gate-ab: $(STAMP)
+	$(BIN)/bench regress --ab $(AB_REV) $(AB_CASES) --threads 1 --pairs 8 --deadline $(AB_DEADLINE)
 
 # Re-record the baseline (after an intended change of a deterministic figure; commit the file).
 # Machine-class files recorded against the old baseline are stale: removed (each class records anew).

@@ -436,6 +436,7 @@ def run_ab(
     pairs: int,
     deadline_s: float | None,
     threads: int | None,
+    max_time: float | None,
     cfg: GateConfig,
 ) -> tuple[Any, str, str]:
     """Plan, check out, run interleaved, gate: (GateReport, baseline words, current words). Exits 3 on
@@ -464,7 +465,7 @@ def run_ab(
         a, b = prepare(rev, Path.cwd(), say)
         say(f"ab: A = {a.label}: {a.how}")
         say(f"ab: B = {b.label}: {b.how}")
-        opts = ["--threads", str(threads)] if threads else []
+        opts = (["--threads", str(threads)] if threads else []) + (["--max-time", f"{max_time:g}"] if max_time else [])
         runner = Runner(a, b, profile, opts, deadline, say)
         blocks = runner.blocks(cases, pairs, "comparison")
         got = min((len(v) for v in blocks.values()), default=0)

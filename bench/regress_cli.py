@@ -268,6 +268,12 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
 @click.option(
     "--threads", type=click.IntRange(1, 4096), default=None, help="A/B mode: torch threads per case (as bench run)."
 )
+@click.option(
+    "--max-time",
+    type=click.FloatRange(0.05, 3600),
+    default=None,
+    help="A/B mode: time cap per timed measurement, s (as bench run --max-time; default bench run's).",
+)
 @click.option("--metrics", default=None, help="Comma-separated metric names to gate (default: every gateable one).")
 @click.option(
     "--machine-baselines",
@@ -369,6 +375,7 @@ def command(
     pairs: int,
     deadline: float | None,
     threads: int | None,
+    max_time: float | None,
     only: str,
     metrics: str | None,
     machine_dir: Path | None,
@@ -438,7 +445,7 @@ def command(
     if ab_rev is not None:
         from bench.regress_ab import run_ab
 
-        rep, bdesc, cdesc = run_ab(ab_rev, plugins, list(ctx.args), profile, pairs, deadline, threads, cfg)
+        rep, bdesc, cdesc = run_ab(ab_rev, plugins, list(ctx.args), profile, pairs, deadline, threads, max_time, cfg)
         _emit(rep, bdesc, cdesc, fmt, verbose, json_out)
     try:
         brows, crows = load_any(baseline), load_any(current)
