@@ -144,6 +144,47 @@ def test_ab_usage_errors_exit_3(tmp_path):
     assert r.exit_code == 3 and "or --ab REV" in r.output, r.output
 
 
+def blocks_of(pairs: list[tuple[float, float]]) -> list[tuple[list, list]]:
+    """A/B blocks of one toy case from (A seconds, B seconds) medians (each run: 9 samples around it)."""
+    out = []
+    for a, b in pairs:
+        out.append(
+            (
+                [row({"n": 1}, {"flops": det(10, "FLOP")}, [a] * 9)],
+                [row({"n": 1}, {"flops": det(10, "FLOP")}, [b] * 9, run="b")],
+            )
+        )
+    return out
+
+
+def test_gate_confirming_round():
+    """bench.regress_ab.gate: a slower timing fails only when a fresh round of pairs shows it again."""
+    from bench.regress import finish
+    from bench.regress_ab import Case
+    from bench.regress_ab import gate as ab_gate
+
+    cfg = GateConfig()
+    case = Case("toy", {"n": 1}, 0.0)
+    a, b = drifting_pairs(0.10, 8, seed=2)
+    slow = blocks_of(list(zip(a, b, strict=True)))
+    a2, b2 = drifting_pairs(0.0, 8, seed=4)
+    same = blocks_of(list(zip(a2, b2, strict=True)))
+    for fresh, code, says in [
+        (slow, 1, "confirmed by rerun 1"),
+        (same, 0, "not reproduced by rerun 1"),
+        (slow[:3], 2, "UNCONFIRMED: the confirming round got 3 pairs (deadline)"),
+    ]:
+        items, msgs, n = ab_gate([case], {0: slow}, cfg, lambda _c, f=fresh: f)
+        rep = finish(items, msgs, n, cfg)
+        it = next(i for i in items if i.metric == "time_ms")
+        assert rep.exit_code == code and says in it.note, (code, it.note)
+        assert next(i for i in items if i.metric == "flops").verdict == "same"
+    # a case that now fails on B: a regression, whatever its timings
+    broken = [(ra, [row({"n": 1}, {}, None, status="error", run="b")]) for ra, _ in slow]
+    items, msgs, n = ab_gate([case], {0: broken}, cfg, None)
+    assert finish(items, msgs, n, cfg).exit_code == 1 and any(i.verdict == "failed" for i in items)
+
+
 # --- one real A/B comparison: two revisions of a plugin in a git repo -------------------------------
 SLOWER = "            if p.extra_ms:\n"
 
@@ -152,7 +193,7 @@ SLOWER = "            if p.extra_ms:\n"
 def test_ab_end_to_end_catches_a_slower_commit(tmp_path, thirdparty):
     """A git repo holding the toy plugin's module: A = its commit, B = the working tree where every
     step sleeps 2 ms more (on a ~10 us matmul: ~200x). `bench regress --ab HEAD` checks A out, runs
-    both interleaved (6 pairs, a confirming round of 6) and fails the timing; the deterministic FLOP
+    both interleaved (6 pairs: 12 real `bench run`s) and fails the timing; the deterministic FLOP
     count is the same. Then an unknown revision and a deadline too short for 6 pairs: exit 3."""
     proj = tmp_path / "proj"
     shutil.copytree(FIXTURES / "thirdparty" / "bench_testplugins", proj / "bench_testplugins")
@@ -165,12 +206,13 @@ def test_ab_end_to_end_catches_a_slower_commit(tmp_path, thirdparty):
     assert SLOWER in text
     src.write_text(text.replace(SLOWER, "            time.sleep(0.002)\n" + SLOWER))
     args = ("regress", "--ab", "HEAD", "--plugin", "toy", "--n", "32", "--threads", "1", "--pairs", "6")
-    r = run_bench(*args, "--deadline", "600", pythonpath=[thirdparty], cwd=proj, timeout=700)
+    args += ("--max-time", "0.1", "--confirm", "0")  # the confirming round: test_gate_confirming_round
+    r = run_bench(*args, "--deadline", "1200", pythonpath=[thirdparty], cwd=proj, timeout=1300)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "ab plan: 1 case(s) x 2 revisions x 6 pairs = 12 runs" in out
     assert "its pyproject.toml has the same dependencies and plugins" in out  # this interpreter, REV's source
-    assert "SLOWER toy n=32 extra_ms=0.0: time_ms" in out and "confirmed by rerun 1" in out, out
+    assert "SLOWER toy n=32 extra_ms=0.0: time_ms" in out and "not confirmed (--confirm 0)" in out, out
     assert "6 pairs, geo-mean change +" in out and "Wilcoxon p=0.031" in out  # exact: 2 / 2^6
     assert "CHANGED" not in out and "INVALID" not in out  # the deterministic FLOP count: the same
     assert (proj / ".bench-ab").is_dir()
