@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +337,11 @@ def gate(
                 items.append(Item(row.plugin, case_text(row), "-", "presence", "missing", "ambiguous", key=k))
                 continue
             compared += 1
-            items.extend(_compare_row(k, A[k], B[k], det_cfg, None))
+            items.extend(
+                i
+                for i in _compare_row(k, A[k], B[k], det_cfg, None)
+                if cfg.only != "timing" or i.kind != "deterministic"
+            )
             if A[k].row.status != "ok" or B[k].row.status != "ok":
                 continue
             for name in timing_names(A[k].row):
@@ -420,8 +424,6 @@ def select_cases(plugins: tuple[str, ...], flags: list[str], profile: str, timeo
         for pl in planner.plan(p, cases, "cpu", timeout_s):
             if pl.kind == "skipped":
                 continue
-            from dataclasses import asdict
-
             out.append(Case(name, asdict(pl.params), pl.total_s))
     if not out:
         raise GateError("no case to compare: every chosen case is unavailable here")
