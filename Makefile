@@ -24,7 +24,7 @@ GATE_RUN = run --all --profile quick --device cpu --threads 1 --kernels portable
 MACHINE_BASELINES ?= results/machine-baselines
 GATE_TOL ?=
 
-.PHONY: install bench test test-nodes gate baseline bench-overhead timing-agreement gate-power clean
+.PHONY: install bench test test-nodes gate gate-ab baseline bench-overhead timing-agreement gate-power clean
 
 install: $(STAMP)
 
@@ -63,6 +63,15 @@ gate: $(STAMP)
 	$(BIN)/bench regress --baseline $(BASELINE) --current $(GATE_FILE) --only deterministic \
 	    --machine-baselines $(MACHINE_BASELINES) $(GATE_TOL)
 
+# The optional second stage: did the last commit slow a case down? AB_REV (default HEAD~1) and this working
+# tree run interleaved on this machine, the timings gated on A/B pairs (`bench regress --ab`; README).
+# Bounded by AB_DEADLINE seconds; AB_CASES: the cases, as `bench run` flags.
+AB_REV ?= HEAD~1
+AB_DEADLINE ?= 900
+AB_CASES ?= --plugin attention --impl sdpa_math --seq 256 --heads 4 --dtype fp32 --mode fwd --causal false
+gate-ab: $(STAMP)
+	$(BIN)/bench regress --ab $(AB_REV) $(AB_CASES) --threads 1 --pairs 8 --deadline $(AB_DEADLINE)
+
 # Re-record the baseline (after an intended change of a deterministic figure; commit the file).
 # Machine-class files recorded against the old baseline are stale: removed (each class records anew).
 baseline: $(STAMP)
@@ -70,9 +79,10 @@ baseline: $(STAMP)
 	rm -f $(MACHINE_BASELINES)/*.jsonl
 	$(BIN)/bench $(GATE_RUN) --out $(BASELINE)
 
-# The gate's power on this machine: A/A false alarms and the slowdown it catches (prints figures).
+# The gate's power on this machine: A/A false alarms and the slowdown it catches (prints figures),
+# the A/B mode (`bench regress --ab`) beside the current one, trial by trial under the same load.
 gate-power: $(STAMP)
-	$(BIN)/python benchmarks/gate_power.py
+	$(BIN)/python benchmarks/gate_power.py --interleaved
 
 # The harness's own overhead per case (pytest-benchmark table) and timer agreement vs torch.utils.benchmark.
 bench-overhead: $(STAMP)

@@ -22,9 +22,11 @@ Each metric gets a direction and a kind (rules in bench/regress_rules.py):
                  (CI: the 95% CI half-width of each median over the median, as the timing engine
                  reports it, widened for dependent samples; IQR: interquartile range over the median)
                  and then a confirming rerun of the case (bench/regress_rerun.py). A timing whose
-                 threshold exceeds 50% is listed "not gated: noise X%" with a warning; it makes the
-                 gate inconclusive only with --fail-on-noisy. Timings of different machines are a
-                 comparison, never a regression.
+                 noise-driven threshold exceeds 50% is "noisy": a significant slowdown of at least
+                 2 x its min effect (its detectable effect) still fails; a smaller change is listed
+                 "not gated: could detect only a slowdown >= Y% at this noise" with a warning, and makes the gate
+                 inconclusive only with --fail-on-noisy. Samples <= 0 are invalid (a duration is
+                 positive). Timings of different machines are a comparison, never a regression.
   other metrics  (throughput derived from a timing, noise figures, ...) are not gated.
 
 A null, NaN or infinite value (or timing sample) on either side, or a metric the current row
@@ -49,6 +51,7 @@ from bench.regress_rerun import GateError, Rerun, confirm
 from bench.regress_rules import (
     GateConfig,
     bad_samples,
+    bad_timing_value,
     bad_value,
     compare_deterministic,
     compare_samples,
@@ -227,6 +230,11 @@ def evaluate(
     if rerun_why == "" and rerun is None and cfg.confirm > 0:
         rerun_why = "no rerun available"
     confirm(items, B, cfg, rerun, rerun_why, msgs)
+    return finish(items, msgs, len(common), cfg)
+
+
+def finish(items: list[Item], msgs: list[str], compared: int, cfg: GateConfig) -> GateReport:
+    """Warnings (noisy timings, skipped rows) and the exit code of a list of verdicts."""
     noisy = [i for i in items if i.verdict == "noisy"]
     if noisy:
         msgs.append(
@@ -248,7 +256,7 @@ def evaluate(
             + "; ".join(f"{i.plugin} {i.case}" for i in skipped[:3])
             + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         )
-    rep = GateReport(items, msgs, compared_rows=len(common))
+    rep = GateReport(items, msgs, compared_rows=compared)
     gated = [i for i in items if i.kind in ("deterministic", "timing", "status") and i.verdict not in NOT_GATED]
     if rep.by_outcome("regression"):
         rep.exit_code = EXIT_REGRESSION
@@ -415,9 +423,9 @@ def _timing(it: Item, name: str, sb: Side, sc: Side, m_b: Metric, m_c: Metric, c
     why = bad_samples(xa) and f"baseline: {bad_samples(xa)}"
     why = why or (bad_samples(xb) and f"current: {bad_samples(xb)}")
     if not xa:
-        why = why or (bad_value(m_b.value) and f"baseline value is {bad_value(m_b.value)}")
+        why = why or (bad_timing_value(m_b.value) and f"baseline value is {bad_timing_value(m_b.value)}")
     if not xb:
-        why = why or (bad_value(m_c.value) and f"current value is {bad_value(m_c.value)}")
+        why = why or (bad_timing_value(m_c.value) and f"current value is {bad_timing_value(m_c.value)}")
     if why:
         _invalid(it, why)
         return

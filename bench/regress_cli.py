@@ -255,12 +255,15 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     )
 
 
-@click.command("regress", cls=_HarnessCommand)
+@click.command(
+    "regress",
+    cls=_HarnessCommand,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": True},
+)
 @click.option(
     "--baseline",
     "baseline",
     multiple=True,
-    required=True,
     type=click.Path(path_type=Path),
     help="Baseline results: bench JSON lines, a folder of them, or a pytest-benchmark JSON file (repeatable).",
 )
@@ -268,7 +271,6 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     "--current",
     "current",
     multiple=True,
-    required=True,
     type=click.Path(path_type=Path),
     help="Current results (same forms as --baseline; repeatable).",
 )
@@ -278,6 +280,37 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     default="all",
     show_default=True,
     help="Gate only deterministic metrics (CI against a committed baseline) or only timings.",
+)
+@click.option(
+    "--ab",
+    "ab_rev",
+    default=None,
+    metavar="REV",
+    help="A/B mode (instead of --baseline/--current): check REV out beside this working tree, run the chosen "
+    "cases of both interleaved on this machine (--plugin and its flags, --profile, --pairs, --deadline) and "
+    "gate the A/B pairs (paired test; a slowdown >= --min-effect, default 2% here, confirmed by a fresh round).",
+)
+@click.option(
+    "--plugin", "plugins", multiple=True, help="A/B mode: plugin whose cases run (repeatable; flags as in bench run)."
+)
+@click.option("--profile", default="quick", show_default=True, help="A/B mode: case grid (as bench run --profile).")
+@click.option(
+    "--pairs", type=click.IntRange(2, 200), default=8, show_default=True, help="A/B mode: A/B pairs (blocks) per case."
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(1, 7 * 86400),
+    default=None,
+    help="A/B mode: seconds from now by which the whole comparison (checkout, runs, confirming round) ends.",
+)
+@click.option(
+    "--threads", type=click.IntRange(1, 4096), default=None, help="A/B mode: torch threads per case (as bench run)."
+)
+@click.option(
+    "--max-time",
+    type=click.FloatRange(0.05, 3600),
+    default=None,
+    help="A/B mode: time cap per timed measurement, s (as bench run --max-time; default bench run's).",
 )
 @click.option("--metrics", default=None, help="Comma-separated metric names to gate (default: every gateable one).")
 @click.option(
@@ -299,9 +332,9 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
 @click.option(
     "--min-effect",
     type=click.FloatRange(min=0),
-    default=0.05,
-    show_default=True,
-    help="Floor on the relative change of a timing's median (0.05 = 5%).",
+    default=None,
+    help="Floor on the relative change of a timing's median (0.05 = 5%; default 0.05, with --ab 0.02 on the "
+    "geometric-mean ratio of the pairs).",
 )
 @click.option(
     "--ci-k",
@@ -321,7 +354,7 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     "--fail-on-noisy",
     is_flag=True,
     help="A timing too noisy to gate (min effect above 50%) makes the gate inconclusive (exit 2); "
-    "default: listed as 'not gated: noise X%' with a warning.",
+    "default: listed as 'not gated: could detect only a slowdown >= Y%' with a warning (a significant slowdown of at least Y% still fails).",
 )
 @click.option(
     "--rtol",
@@ -369,14 +402,23 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
     default=None,
     help="Also write every verdict and the exit code as JSON here.",
 )
+@click.pass_context
 def command(
+    ctx: click.Context,
     baseline: tuple[Path, ...],
     current: tuple[Path, ...],
+    ab_rev: str | None,
+    plugins: tuple[str, ...],
+    profile: str,
+    pairs: int,
+    deadline: float | None,
+    threads: int | None,
+    max_time: float | None,
     only: str,
     metrics: str | None,
     machine_dir: Path | None,
     alpha: float,
-    min_effect: float,
+    min_effect: float | None,
     ci_k: float,
     iqr_k: float,
     fail_on_noisy: bool,
@@ -403,13 +445,30 @@ def command(
     Timings of different machines (fingerprint machine_id) are never called regressions.
     CI against a committed baseline: --only deterministic --machine-baselines DIR.
     Inputs may be pytest-benchmark JSON files.
+
+    \b
+    A/B mode: bench regress --ab HEAD~1 --plugin precision --what cast [--pairs 8] [--deadline 600]
+    runs REV (A) and this working tree (B) interleaved here and gates the pairs (Wilcoxon signed-rank
+    on log ratios, geometric-mean ratio with its 95% CI), deterministic metrics too.
     """
     from bench.pytest_benchmark_io import load_any
     from bench.results import ResultsError
 
+    def usage(msg: str) -> None:
+        click.echo(f"error: {msg}", err=True)
+        sys.exit(EXIT_HARNESS)
+
+    if ab_rev is None:
+        if ctx.args or plugins:
+            usage(f"plugin options need --ab REV: {' '.join([*(f'--plugin {p}' for p in plugins), *ctx.args])}")
+        if not baseline or not current:
+            usage("give --baseline FILE and --current FILE, or --ab REV (A/B mode)")
+    elif baseline or current:
+        usage("--ab REV runs both revisions itself: give it without --baseline/--current")
     cfg = GateConfig(
         alpha=alpha,
-        min_effect=min_effect,
+        min_effect=0.05 if min_effect is None else min_effect,
+        ab_min_effect=0.02 if min_effect is None else min_effect,
         ci_k=ci_k,
         iqr_k=iqr_k,
         rtol=rtol,
@@ -421,6 +480,11 @@ def command(
         fail_on_noisy=fail_on_noisy,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
     )
+    if ab_rev is not None:
+        from bench.regress_ab import run_ab
+
+        rep, bdesc, cdesc = run_ab(ab_rev, plugins, list(ctx.args), profile, pairs, deadline, threads, max_time, cfg)
+        _emit(rep, bdesc, cdesc, fmt, verbose, json_out)
     try:
         brows, crows = load_any(baseline), load_any(current)
         mrows, mdesc, record_to, mmsgs = (
@@ -435,14 +499,27 @@ def command(
         click.echo(f"error: {e}", err=True)
         click.echo("result: HARNESS ERROR (exit 3)", err=True)
         sys.exit(EXIT_HARNESS)
+    idents = {"baseline": identity(brows), "current": identity(crows)}
+    _emit(rep, describe(brows, baseline), describe(crows, current), fmt, verbose, json_out, idents)
+
+
+def _emit(
+    rep: GateReport,
+    bdesc: str,
+    cdesc: str,
+    fmt: str,
+    verbose: bool,
+    json_out: Path | None,
+    idents: dict[str, str] | None = None,
+) -> None:
+    """The table, the summary, the JSON file; exits with the gate's code."""
     table = render(rep, fmt, verbose)
     if table:
         click.echo(table)
     hidden = sum(1 for i in rep.items if i.verdict in ("same", "not gated") and not i.reruns)
     if hidden and not verbose and fmt != "csv":
         click.echo(f"({hidden} same / not-gated verdicts not listed; -v lists them)")
-    idents = {"baseline": identity(brows), "current": identity(crows)}
-    click.echo(summary(rep, describe(brows, baseline), describe(crows, current), idents))
+    click.echo(summary(rep, bdesc, cdesc, idents))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bench.errors import HarnessError
-from bench.regress_rules import GateConfig, compare_samples
+from bench.regress_rules import GateConfig, TimingResult, compare_samples
 from bench.rows import Row
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,29 +85,39 @@ def confirm(
                     )
                     continue
                 r = compare_samples(B[i.key].samples(i.metric), side.samples(i.metric), i.better or "lower", cfg)
-                i.reruns.append(r.change)
-                if r.verdict == "slower":
+                if rerun_decision(i, r, attempt, first, cfg.min_effect):
                     still.append(i)
-                elif r.verdict == "same" or (r.verdict == "ambiguous" and abs(r.change) < cfg.min_effect):
-                    # not reproduced: the rerun is within the floor of the effect the user asked to gate,
-                    # even where its own noise is too large to call it "same"
-                    i.verdict, i.outcome = "same", "pass"
-                    i.note = (
-                        f"slower at first ({100 * first:+.1f}%), not reproduced by rerun {attempt + 1} "
-                        f"({100 * r.change:+.1f}%, {r.why}): noise"
-                    )
-                else:
-                    i.verdict, i.outcome = "unstable", "ambiguous"
-                    i.note = (
-                        f"slower at first ({100 * first:+.1f}%), rerun {attempt + 1}: {r.verdict} "
-                        f"({100 * r.change:+.1f}%, {r.why})"
-                    )
             pending = still
             if not pending:
                 break
         for i in pending:
-            i.outcome = "regression"
-            i.note += "; confirmed by " + ", ".join(f"rerun {n + 1} ({100 * c:+.1f}%)" for n, c in enumerate(i.reruns))
+            confirmed_note(i)
+
+
+def rerun_decision(i: Item, r: TimingResult, attempt: int, first: float, floor: float) -> bool:
+    """One confirming rerun's verdict r on a slowdown item i (updated in place): True while it stays
+    slower; not reproduced (same, or ambiguous within the floor of the effect the user asked to
+    gate, even where its own noise is too large to call it "same"): a pass; otherwise unstable."""
+    i.reruns.append(r.change)
+    if r.verdict == "slower":
+        return True
+    if r.verdict == "same" or (r.verdict == "ambiguous" and abs(r.change) < floor):
+        i.verdict, i.outcome = "same", "pass"
+        i.note = (
+            f"slower at first ({100 * first:+.1f}%), not reproduced by rerun {attempt + 1} "
+            f"({100 * r.change:+.1f}%, {r.why}): noise"
+        )
+    else:
+        i.verdict, i.outcome = "unstable", "ambiguous"
+        i.note = (
+            f"slower at first ({100 * first:+.1f}%), rerun {attempt + 1}: {r.verdict} ({100 * r.change:+.1f}%, {r.why})"
+        )
+    return False
+
+
+def confirmed_note(i: Item) -> None:
+    i.outcome = "regression"
+    i.note += "; confirmed by " + ", ".join(f"rerun {n + 1} ({100 * c:+.1f}%)" for n, c in enumerate(i.reruns))
 
 
 def param_flags(params: dict[str, Any]) -> list[str]:

@@ -1,6 +1,7 @@
 """Power of the regression gate: false alarms on A/A comparisons, and the slowdowns it catches.
 
 Run: python benchmarks/gate_power.py [--quick] [--reps N] [--slowdowns 0.02,0.05,...] [--threads T] [--processes] [--ab]
+     python benchmarks/gate_power.py --interleaved [--pairs 16]   (= make gate-power: A/A and 5%; ~11 min on 2 busy cores)
 
 Each trial measures a real step (an n x n fp32 matmul, ~1 ms on one core) twice with the core
 timing engine (bench.timing.measure, its default stop rule: 95% CI of the median within 2% over at
@@ -14,8 +15,14 @@ an inconclusive verdict. With --processes every run (baseline, current, rerun) i
 fresh interpreter, so between-process variation (what CI sees between two `bench run`s) is in
 the samples too. With --ab every trial also runs under the rules before the current ones (engine
 without a minimum window, independent-samples CIs, a noisy timing -> inconclusive), alternating
-with them, so both sets of figures see the same machine. Measured on this machine; nothing here is
-simulated.
+with them, so both sets of figures see the same machine. With --interleaved every trial also runs
+the A/B mode of `bench regress --ab` (bench/regress_ab.py), alternating with the current mode under
+the same load: --pairs blocks, each one run of A (the step) and one of B (the step + X%) back to back
+in balanced shuffled order, each run in its own forked process (torch imported once: the start-up is
+outside the timed window anyway), the run's median as its value; the pairs go through
+bench.regress_ab.gate (Wilcoxon signed-rank on log ratios, >= 2% geo-mean floor) and a slowdown
+through its confirming round of --pairs fresh blocks, exactly as the command does. Measured on this
+machine; nothing here is simulated.
 """
 
 from __future__ import annotations
@@ -98,6 +105,73 @@ from gate_power import make_step
 from bench.timing import measure
 print(json.dumps(measure(make_step({n}, {extra!r}), "cpu", max_time_s={max_time!r}, **{kw!r}).samples_s))
 """
+
+
+def forked(fn: Any) -> Any:
+    """fn() in a forked child process (a fresh process per run, as each `bench run` case); its JSON result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            data = json.dumps(fn()).encode()
+        except BaseException:
+            data = b"null"
+        with os.fdopen(w, "wb") as f:
+            f.write(data)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    out = json.loads(data)
+    if out is None:
+        raise RuntimeError("a forked measurement failed")
+    return out
+
+
+def trial_ab(n: int, base_s: float, slowdown: float, max_time: float, pairs: int, rng: Any) -> dict[str, Any]:
+    """One A/B comparison as `bench regress --ab` makes it: interleaved pairs, paired gate, confirming round."""
+    from bench.regress import finish
+    from bench.regress_ab import Case, gate, schedule
+    from bench.regress_rules import compare_paired
+
+    extra = slowdown * base_s
+
+    def run(extra_s: float, run_id: str) -> Row:
+        xs = forked(lambda: measure(make_step(n, extra_s), "cpu", max_time_s=max_time).samples_s)
+        return as_row(xs, n, run_id)
+
+    def blocks() -> list[tuple[list[Row], list[Row]]]:
+        out = []
+        for blk in schedule(1, pairs, rng):
+            a_first = blk[0][1]
+            got = {}
+            for who in ("A", "B") if a_first else ("B", "A"):
+                got[who] = run(0.0 if who == "A" else extra, who)
+            out.append(([got["A"]], [got["B"]]))
+        return out
+
+    cfg = GateConfig()
+    case = Case("gate-power", {"n": n}, 0.0)
+    first = blocks()
+    items, msgs, compared = gate([case], {0: first}, cfg, lambda c: blocks())
+    rep = finish(items, msgs, compared, cfg)
+    it = next(i for i in rep.items if i.metric == "time_ms")
+    key = it.key
+    from bench.regress_ab import paired_values
+
+    r = compare_paired(*paired_values(first, key, "time_ms"), "lower", cfg)
+    return {
+        "exit": rep.exit_code,
+        "first": "slower" if it.reruns else it.verdict,
+        "change": it.change,
+        "noisy": it.verdict == "noisy",
+        "thr": r.detect,
+        "p": it.p,
+        "n": (pairs, pairs),
+        "reruns": len(it.reruns),
+    }
 
 
 def timed(n: int, extra_s: float, max_time: float, processes: bool, rules: str = "current") -> list[float]:
@@ -217,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         help="measure each run in a fresh interpreter (between-process noise, as in CI; ~2 s per run)",
     )
     ap.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="also run every trial in the A/B mode of `bench regress --ab` (interleaved pairs, paired test), "
+        "alternating with the current mode under the same load",
+    )
+    ap.add_argument("--pairs", type=int, default=16, help="--interleaved: A/B pairs per comparison (default 16)")
+    ap.add_argument(
         "--ab",
         action="store_true",
         help="also run every trial with the old rules (no minimum window, independent-samples CIs, "
@@ -228,16 +309,28 @@ def main(argv: list[str] | None = None) -> int:
     levels = (
         [float(x) for x in args.slowdowns.split(",")]
         if args.slowdowns
-        else ([0.0, 0.05, 0.2] if args.quick else [0.0, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2])
+        else (
+            [0.0, 0.05, 0.2]
+            if args.quick
+            else ([0.0, 0.05] if args.interleaved else [0.0, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2])
+        )
     )
-    rules = RULES if args.ab else RULES[:1]
+    if args.ab and args.interleaved:
+        ap.error("--ab (old rules) and --interleaved: one at a time")
+    rules: tuple[str, ...] = RULES if args.ab else (("current", "A/B") if args.interleaved else RULES[:1])
     base_s = measure(make_step(args.n, 0.0), "cpu", max_time_s=1.0).median_s
+    import random
+
+    rng = random.Random(0)
     t0, load0 = time.time(), os.getloadavg()[0]
     results: dict[str, dict[float, list[dict[str, Any]]]] = {r: {x: [] for x in levels} for r in rules}
     for x in levels:
         for k in range(reps):
             for r in rules if k % 2 == 0 else rules[::-1]:  # alternating order: drift hits both alike
-                results[r][x].append(trial(args.n, base_s, x, args.max_time, args.processes, r))
+                if r == "A/B":
+                    results[r][x].append(trial_ab(args.n, base_s, x, args.max_time, args.pairs, rng))
+                else:
+                    results[r][x].append(trial(args.n, base_s, x, args.max_time, args.processes, r))
     cfg = GateConfig()
     print(
         f"regression gate power: {reps} trials per level; step = {args.n}x{args.n} fp32 matmul, median "
@@ -253,7 +346,19 @@ def main(argv: list[str] | None = None) -> int:
         f"or {args.max_time:g} s"
     )
     for r in rules:
-        if args.ab:
+        if args.interleaved:
+            print(
+                f"\n{r} mode"
+                + (
+                    ": baseline run, then current run (as `bench regress --baseline --current`), as above"
+                    if r == "current"
+                    else f": `bench regress --ab`: {args.pairs} interleaved A/B pairs per comparison (balanced "
+                    "shuffled order, a forked process per run); paired Wilcoxon, >= 2% geo-mean floor, a confirming "
+                    f"round of {args.pairs} pairs; 'median min effect' = the pairs' detectable effect (80% power) "
+                    "in the first round; samples/run = pairs"
+                )
+            )
+        elif args.ab:
             print(
                 f"\n{r} rules"
                 + (

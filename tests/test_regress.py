@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import re
 import sys
@@ -301,11 +302,18 @@ def test_missing_metric_fails_unless_allowed(tmp_path):
 
 # --- noisy timings are listed, not failed (issue 13) -----------------------------------------------
 def test_noisy_timing_is_not_gated_unless_asked(tmp_path):
-    base = [row({"n": 1}, {"flops": det(10, "FLOP")}, samples(1.0, 40, 0.6, seed=1))]
-    cur = [row({"n": 1}, {"flops": det(10, "FLOP")}, samples(1.0, 40, 0.6, seed=2), run="r2")]
+    # multiplicative noise (e^(0.6 z)): positive durations, as real ones are (issue 30 item 5: <= 0 is invalid)
+    rng1, rng2 = random.Random(1), random.Random(2)
+    noisy = [1e-3 * math.exp(0.6 * rng1.gauss(0, 1)) for _ in range(40)]
+    noisy2 = [1e-3 * math.exp(0.6 * rng2.gauss(0, 1)) for _ in range(40)]
+    base = [row({"n": 1}, {"flops": det(10, "FLOP")}, noisy)]
+    cur = [row({"n": 1}, {"flops": det(10, "FLOP")}, noisy2, run="r2")]
     r = gate(tmp_path, base, cur)
     assert r.exit_code == 0, r.output
-    assert re.search(r"not gated: noise \d+\.\d%", r.output) and "WARNING: 1 timing(s) not gated" in r.output
+    assert (
+        re.search(r"not gated: could detect only a slowdown >= \d+\.\d% at this noise", r.output)
+        and "WARNING: 1 timing(s) not gated" in r.output
+    )
     assert "1 noisy" in r.output and "result: PASS" in r.output
     r = gate(tmp_path / "f", base, cur, "--fail-on-noisy")
     assert r.exit_code == 2 and "INCONCLUSIVE" in r.output, r.output
