@@ -31,9 +31,11 @@ def plain(text: str) -> str:
 
 
 def md_escape(text: Any) -> str:
-    """A cell for a markdown table: pipes escaped, newlines flattened, and HTML neutralised
-    (markdown renders inline HTML: a `<script>` in a parameter value must stay text)."""
+    """A cell for a markdown table: pipes escaped, newlines flattened, and HTML and link syntax
+    neutralised (markdown renders inline HTML and images: a `<script>` in a parameter value, or a
+    quoted `![figure](path)` from a source, must stay text)."""
     s = plain(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = s.replace("[", "\\[").replace("]", "\\]")
     return s.replace("|", "\\|").replace("\n", " ")
 
 

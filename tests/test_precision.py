@@ -437,7 +437,19 @@ def test_report_tables():
 
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "prec.jsonl"
-    r = run_bench("run", "--plugin", "precision", "--what", "cast,storage", "--model", "tiny", "--out", str(out))
+    r = run_bench(
+        "run",
+        "--plugin",
+        "precision",
+        "--what",
+        "cast,storage",
+        "--model",
+        "tiny",
+        "--format",
+        "markdown",
+        "--out",
+        str(out),
+    )  # markdown: every column, whatever the terminal width
     assert r.returncode == 0, r.stderr[-2000:]
     assert "3.1415920257568359375" in r.stdout and "0x40490FD8" in r.stdout
     rows = load_rows([out])

@@ -18,7 +18,7 @@ Estimates (Plugin.estimate_s: one case's work, process start-up excluded), from 
       CPU_STEP_S (tiny GPT, 8 x 64 tokens: fp32 17 ms, 16-bit autocast 28 ms) + 0.5 s, capped by the budget;
     trainmem: 3 s per measured format at the small preset (two tracked phases; fp32 AdamW also
       simulated), 11 s for the 1b GPT simulated at each batch of mem.train_24x's sweep (SCALE_SWEEP: 3
-      batches; MemTracker's per-op bookkeeping dominates: 7.7 CPU s for its forward + backward).
+      batches, 1 on CUDA; MemTracker's per-op bookkeeping dominates: 7.7 CPU s for its forward + backward).
   CUDA (H100/H200 class; assumed, nothing measured on a GPU yet): matmul 2.5 s per format at n = 8192
     (timing to 1% CI, the fp64 reference, the core's bf16 peak measurement); block its budget; train
     5 ms a step; activations 0.3 s per configuration; trainmem + 5 s for the 1b GPT measured for real.
@@ -26,7 +26,7 @@ Estimates (Plugin.estimate_s: one case's work, process start-up excluded), from 
 
 from __future__ import annotations
 
-from plugins.precision.params import SCALE_SWEEP, PrecisionParams, formats_of, resolve
+from plugins.precision.params import PrecisionParams, formats_of, resolve, scale_sweep
 
 # per format, seconds: probe + warm-up + timed samples (matmul, block) or probe + steps + timing (train)
 FORMAT_BUDGET_S = {
@@ -94,7 +94,7 @@ def estimate_s(p: PrecisionParams, device_type: str) -> float:
         fmts = [f for f in (all_fmts if p.dtype == "all" else [p.dtype]) if not f.startswith("fp8")]
         est = TRAINMEM_FORMAT_S * len(fmts) * (2 if p.optim == "all" else 1)
         if "fp32" in fmts and p.optim in ("all", "adamw"):
-            est += (TRAINMEM_SCALE_S + (TRAINMEM_SCALE_CUDA_S if cuda else 0.0)) * len(SCALE_SWEEP)
+            est += (TRAINMEM_SCALE_S + (TRAINMEM_SCALE_CUDA_S if cuda else 0.0)) * len(scale_sweep(cuda))
         return est
     fmts = computing_formats(p, device_type)
     if p.what == "train":

@@ -63,6 +63,13 @@ SCALE_PRESET = "1b"  # mem.train_24x: the notes' "1B parameters"
 SCALE_SWEEP = (1, 2, 4)  # mem.train_24x: multiples of --scale-batch run (the notes give no batch)
 
 
+def scale_sweep(cuda: bool) -> tuple[int, ...]:
+    """The sweep's multiples on a device. On CUDA only the first: the 1B GPT is measured there for real
+    beside its simulation, and the other points' simulations (fake tensors, tracked on the CPU whatever
+    the device) would repeat the CPU run's exactly, at ~11 s each, past the GPU script's precision share."""
+    return SCALE_SWEEP[:1] if cuda else SCALE_SWEEP
+
+
 def resolve(p: PrecisionParams) -> PrecisionParams:
     """model auto and batch 0 replaced by the topic's defaults (storage keeps auto: two presets)."""
     model = p.model if p.model != "auto" or p.what in ("storage", "activations") else AUTO_MODEL[p.what]

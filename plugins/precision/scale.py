@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.contract import Metric, Record
 from plugins.common.activations import default_attention, model_activation_bytes
-from plugins.precision.params import SCALE_PRESET, SCALE_SWEEP, PrecisionParams, guarded
+from plugins.precision.params import SCALE_PRESET, PrecisionParams, guarded, scale_sweep
 from plugins.precision.trainmem import counters, phase_metrics, setup, step_phases, warm_state
 from plugins.precision.verdicts import tokens_window
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def run_scale(p: PrecisionParams, ctx: Context) -> list[Record]:
     out = []
-    for k in SCALE_SWEEP:
+    for k in scale_sweep(ctx.device.type == "cuda"):
         q = dataclasses.replace(p, scale_batch=p.scale_batch * k)
         labels = {
             "format": "fp32",
