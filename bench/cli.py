@@ -90,6 +90,15 @@ class Finite(click.ParamType):
         return v
 
 
+def out_path(value: str | None) -> Path | None:
+    """--out as given: an empty string is refused by name (Path('') would read as '.', a folder)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("an empty path; name a result file (e.g. --out results/runs/mine.jsonl)")
+    return Path(value)
+
+
 class RunCommand(click.Command):
     """`bench run`: a repeated option of its own would silently keep its last value: refused."""
 
@@ -236,7 +245,8 @@ def build_plan(
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False),
+    callback=lambda ctx, param, v: out_path(v),
     default=None,
     help="Result file (JSON lines; appended). Default: results/runs/<device>-<what>-<run id>.jsonl",
 )
@@ -454,7 +464,8 @@ def run_cmd(
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False),
+    callback=lambda ctx, param, v: out_path(v),
     default=None,
     help="Append the summary rows here (default: to each input file).",
 )
@@ -463,16 +474,21 @@ def summarize_cmd(results: tuple[Path, ...], out: Path | None, force: bool) -> N
     """Rebuild the plugins' summary rows (fits, ratios, claim evidence) from the case rows of a
     result file -- e.g. one cut short by an interrupt or a deadline."""
     from bench.discovery import discover
-    from bench.results import append_rows, check_writable, read_rows, resolve
+    from bench.results import ResultsError, append_rows, check_writable, read_rows, resolve
     from bench.runner import RunOptions, summary_rows
 
     found = discover()
     files = resolve(results)
+    if out is not None:
+        check_writable(out)
     written = 0
+    nrows = 0
     for f in files:
         rows = read_rows(f)
+        nrows += len(rows)
         dest = out or f
-        check_writable(dest)
+        if rows:
+            check_writable(dest)
         groups: dict[tuple[str, str], list[Any]] = {}
         for r in rows:
             groups.setdefault((r.run_id, r.plugin), []).append(r)
@@ -494,6 +510,8 @@ def summarize_cmd(results: tuple[Path, ...], out: Path | None, force: bool) -> N
                 f"{f}: run {run_id} {name}: {len(new)} summary rows from {sum(r.is_case for r in rs)} case rows -> {dest}",
                 err=True,
             )
+    if not nrows:
+        raise ResultsError(f"{', '.join(map(str, results))}: no result rows")
     click.echo(f"{written} summary rows written")
 
 

@@ -22,6 +22,7 @@ pytest-benchmark's format (`pytest-benchmark compare FILE` reads it).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -474,6 +475,7 @@ def export(inputs: list[Input], out: Path) -> list[str]:
 
     msgs = []
     single = len(inputs) == 1 and out.suffix == ".json"
+    check_export(out, single)
     for i, inp in enumerate(inputs, 1):
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", inp.label).strip("-")
         path = out if single else out / f"{i:04d}_{slug}.json"
@@ -487,6 +489,34 @@ def export(inputs: list[Input], out: Path) -> list[str]:
             )
         )
     return msgs
+
+
+def check_export(out: Path, single: bool) -> None:
+    """Before anything is written: OUT can take the export (a new or pytest-benchmark .json file for one
+    input, else a folder); an existing file of another kind is never overwritten."""
+    from bench.pytest_benchmark_io import read_pb
+    from bench.results import ResultsError, check_creatable
+
+    flag = "--export-pytest-benchmark"
+    if not out.exists():
+        check_creatable(out, flag)
+        return
+    if not single:
+        if not out.is_dir():
+            raise UsageError(
+                f"{flag} {out}: exists and is not a folder (several inputs are written as OUT/NNNN_<label>.json)"
+            )
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {out}: the folder is not writable")
+        return
+    try:
+        ours = out.is_file() and read_pb(out) is not None
+    except ResultsError:
+        ours = False
+    if not ours:
+        raise UsageError(f"{flag} {out}: exists and is not a pytest-benchmark file; refusing to overwrite it")
+    if not os.access(out, os.W_OK) or not os.access(out.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: not writable")
 
 
 @click.command("compare")

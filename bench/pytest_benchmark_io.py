@@ -184,10 +184,10 @@ def to_pytest_benchmark(rows: Iterable[Row]) -> tuple[dict[str, Any], int]:
 
 def write_pytest_benchmark(rows: Iterable[Row], path: str | Path) -> tuple[int, int]:
     """Write rows as a pytest-benchmark file; returns (benchmarks written, rows left out)."""
+    from bench.results import write_atomic
+
     doc, skipped = to_pytest_benchmark(rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=4, allow_nan=False, default=str))
+    write_atomic(Path(path), json.dumps(doc, indent=4, allow_nan=False, default=str), "--export-pytest-benchmark")
     return len(doc["benchmarks"]), skipped
 
 
@@ -210,10 +210,42 @@ def _foreign_machine(mi: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _bad_shape(doc: dict[str, Any]) -> str | None:
+    """What in a pytest-benchmark document is not the shape pytest-benchmark writes, or None."""
+    if not isinstance(doc.get("machine_info"), (dict, type(None))):
+        return "machine_info must be an object"
+    for i, b in enumerate(doc["benchmarks"], 1):
+        if not isinstance(b, dict):
+            return f"benchmark {i} must be an object, got {type(b).__name__}"
+        st = b.get("stats")
+        if not isinstance(st, (dict, type(None))):
+            return f"benchmark {i}: stats must be an object, got {type(st).__name__}"
+        st = st or {}
+        if not isinstance(st.get("data"), (list, type(None))) or not all(_number(x) for x in st.get("data") or []):
+            return f"benchmark {i}: stats.data must be a list of numbers (seconds)"
+        for k in ("median", "rounds", "total"):
+            if k in st and not _number(st[k]):
+                return f"benchmark {i}: stats.{k} must be a number, got {json.dumps(st[k], default=str)[:40]}"
+        if not isinstance(b.get("params"), (dict, type(None))):
+            return f"benchmark {i}: params must be an object, got {type(b['params']).__name__}"
+        if not isinstance(b.get("extra_info"), (dict, type(None))):
+            return f"benchmark {i}: extra_info must be an object"
+    return None
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[Row]:
     """Rows of a pytest-benchmark run document (ours round-trip exactly; foreign ones convert)."""
+    bad = _bad_shape(doc)
+    if bad:
+        raise ResultsError(f"{path}: not a pytest-benchmark file pytest-benchmark wrote: {bad}")
     mi = doc.get("machine_info") or {}
     fp = mi.get("bench_fingerprint") or _foreign_machine(mi)
+    if not isinstance(fp, dict):
+        raise ResultsError(f"{path}: machine_info.bench_fingerprint must be an object")
     run_id = (
         "pb-"
         + hashlib.sha256(
@@ -232,7 +264,7 @@ def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[Row]:
                 r = dict(info["row"], samples={}, fingerprint=fp)
                 ours[k] = r
                 out.append(r)
-            ours[k]["samples"][info.get("series", "time_s")] = data
+            ours[k]["samples"][str(info.get("series", "time_s"))] = data
             continue
         if "median" not in st:
             raise ResultsError(f"{path}: benchmark {b.get('fullname') or b.get('name')!r} has no stats.median")
@@ -251,7 +283,7 @@ def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[Row]:
                 "kind": "case",
                 "params": {str(k): v for k, v in (b.get("params") or {}).items()},
                 "labels": {
-                    "name": b.get("fullname") or b.get("name"),
+                    "name": str(b.get("fullname") or b.get("name")),
                     **({"group": b["group"]} if b.get("group") else {}),
                 },
                 "status": "ok",
@@ -261,7 +293,7 @@ def from_pytest_benchmark(doc: dict[str, Any], path: str = "") -> list[Row]:
                 "notes": [],
                 "evidence": {},
                 "started_at": doc.get("datetime", ""),
-                "duration_s": st.get("total"),
+                "duration_s": st.get("total") if _number(st.get("total")) else 0.0,
                 "fingerprint": fp,
             }
         )
@@ -272,36 +304,63 @@ def looks_like_pytest_benchmark(doc: Any) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and "machine_info" in doc
 
 
+MAX_PB_BYTES = 512 * 2**20  # a pytest-benchmark document larger than this is refused (read whole)
+
+
+def _first_line_is_row(path: Path) -> bool:
+    """The file's first line is a whole JSON object with a "schema": bench JSON lines, streamed."""
+    from bench.results import _open_locked
+
+    with _open_locked(path, "bench JSON lines or a pytest-benchmark JSON file") as f:
+        first = f.readline(1 << 20)
+    try:
+        obj = json.loads(first)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and "schema" in obj
+
+
+def read_pb(path: Path) -> list[Row] | None:
+    """A pytest-benchmark document's rows, or None when the file is not one (bench lines, other JSON)."""
+    text = read_text(path, "bench JSON lines or a pytest-benchmark JSON file", limit=MAX_PB_BYTES)
+    if text.lstrip()[:1] != "{":
+        return None
+    try:
+        doc = json.loads(text)  # JSON lines with more than one row fail here: "extra data"
+    except (ValueError, RecursionError):
+        return None
+    return from_pytest_benchmark(doc, str(path)) if looks_like_pytest_benchmark(doc) else None
+
+
 def read_any(path: str | Path) -> list[Row]:
-    """One file: bench JSON lines, or a pytest-benchmark JSON document."""
+    """One file: bench JSON lines (read a row at a time), or a pytest-benchmark JSON document."""
     path = Path(path)
-    text = read_text(path, "bench JSON lines or a pytest-benchmark JSON file")
-    if text.lstrip()[:1] == "{":
-        try:
-            doc = json.loads(text)  # JSON lines with more than one row fail here: "extra data"
-        except json.JSONDecodeError:
-            doc = None
-        if looks_like_pytest_benchmark(doc):
-            return from_pytest_benchmark(doc, str(path))
-    return read_rows(path, text)  # read once
+    if not _first_line_is_row(path):
+        pb = read_pb(path)
+        if pb is not None:
+            return pb
+    return read_rows(path)
 
 
 def load_any(paths: Iterable[str | Path]) -> list[Row]:
-    """Files and folders (a folder: its *.jsonl, and *.json pytest-benchmark files) -> rows."""
+    """Files and folders (a folder: its *.jsonl, and *.json pytest-benchmark files) -> rows. In a
+    folder, FIFOs and links to devices are skipped with a message (bench.results.regular_files)."""
+    from bench.results import regular_files
+
     rows: list[Row] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files = sorted(set(resolve([p])) | {f for f in p.rglob("*.json") if _is_pb_file(f)})
+            for f in resolve([p]):
+                rows.extend(read_any(f))
+            for f in regular_files(p, "*.json"):
+                try:
+                    if _first_line_is_row(f):
+                        continue
+                except ResultsError:
+                    continue
+                rows.extend(read_pb(f) or [])
         else:
-            files = resolve([p])
-        for f in files:
-            rows.extend(read_any(f))
+            for f in resolve([p]):
+                rows.extend(read_any(f))
     return rows
-
-
-def _is_pb_file(f: Path) -> bool:
-    try:
-        return looks_like_pytest_benchmark(json.loads(f.read_text()))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False

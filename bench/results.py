@@ -13,13 +13,15 @@ are read (a FIFO or /dev/zero named .jsonl is refused). load_frame() gives a pan
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import math
 import os
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from bench.rows import SCHEMA, Row
 __all__ = ["SCHEMA", "ResultsError", "append_rows", "load_frame", "load_rows", "read_rows", "to_frame"]
 
 MAX_FILE_BYTES = 2 * 2**30  # a result file larger than this is refused (2 GiB): not a bench file
+MAX_LINE_BYTES = 256 * 2**20  # one row longer than this is refused (a row is a few KB; samples included)
 
 
 def clean(o: Any) -> Any:
@@ -49,22 +52,49 @@ def clean(o: Any) -> Any:
     return str(o)
 
 
-def _cut_torn_tail(fd: int) -> int:
-    """Under the writer's lock: if the file does not end with a newline, truncate it to its last
-    newline (a killed writer's half row). Returns the bytes cut."""
+def _tail_start(fd: int, size: int) -> int:
+    """Offset just past the file's last newline (0 when it has none), scanning back a MiB at a time:
+    a torn line of any length is found (reads at most that line)."""
+    end = size
+    while end > 0:
+        back = min(end, 1 << 20)
+        chunk = os.pread(fd, back, end - back)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            return end - back + nl + 1
+        end -= back
+    return 0
+
+
+def _is_row_text(b: bytes) -> bool:
+    """A whole bench row (a JSON object with our schema): a last line that only lacks its newline."""
+    try:
+        obj = json.loads(b)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and obj.get("schema") == SCHEMA
+
+
+def _mend_tail(fd: int, path: Path) -> None:
+    """Under the writer's lock, before appending: a last line without its newline is either a whole
+    row (kept: the newline is added) or a killed writer's half row (cut, however long it is); the
+    next row never glues onto it. A file with no newline at all that is not ours is refused."""
     size = os.fstat(fd).st_size
-    if size == 0:
-        return 0
-    back = min(size, 1 << 20)
-    tail = os.pread(fd, back, size - back)
-    if tail.endswith(b"\n"):
-        return 0
-    nl = tail.rfind(b"\n")
-    keep = (size - back + nl + 1) if nl >= 0 else (0 if back == size else size)
-    if keep == size:  # no newline in the last MiB: not ours to cut
-        return 0
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    keep = _tail_start(fd, size)
+    tail = os.pread(fd, size - keep, keep) if size - keep <= MAX_LINE_BYTES else b""
+    if tail and _is_row_text(tail):
+        os.write(fd, b"\n")  # O_APPEND: a whole row that only lacked its newline stays
+        print(f"warning: {path}: the last row lacked its newline; added it before appending", file=sys.stderr)
+        return
+    if keep == 0 and not os.pread(fd, 32, 0).lstrip().startswith(b'{"schema": "bench.row/'):
+        raise ResultsError(f"{path}: not a bench result file (one line, no row); refusing to append to it")
     os.ftruncate(fd, keep)
-    return size - keep
+    print(
+        f"warning: {path}: cut a torn last line ({size - keep} bytes, an interrupted write) before appending",
+        file=sys.stderr,
+    )
 
 
 def append_rows(path: str | Path, rows: Iterable[Row | dict[str, Any]]) -> None:
@@ -75,19 +105,19 @@ def append_rows(path: str | Path, rows: Iterable[Row | dict[str, Any]]) -> None:
     ).encode()
     if not data:
         return
+    created = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+            created = True  # a failed first write removes it again: no 0-byte file is left
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
     except OSError as e:
         raise ResultsError(f"{path}: cannot write results: {e.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        cut = _cut_torn_tail(fd)
-        if cut:
-            print(
-                f"warning: {path}: cut a torn last line ({cut} bytes, an interrupted write) before appending",
-                file=sys.stderr,
-            )
+        _mend_tail(fd, path)
         start = os.fstat(fd).st_size
         try:
             view = memoryview(data)
@@ -99,6 +129,8 @@ def append_rows(path: str | Path, rows: Iterable[Row | dict[str, Any]]) -> None:
             try:  # roll back the short write: no half row is ever left behind
                 os.ftruncate(fd, start)
                 os.fsync(fd)
+                if created and start == 0:
+                    os.unlink(path)
             except OSError:
                 pass
             raise ResultsError(
@@ -111,37 +143,61 @@ def append_rows(path: str | Path, rows: Iterable[Row | dict[str, Any]]) -> None:
             os.close(fd)
 
 
-def check_writable(path: str | Path) -> None:
+def check_writable(path: str | Path, flag: str = "--out") -> None:
     """Refuse, before anything runs, a result file that cannot take rows: a device, a FIFO, a folder,
-    a path in /proc or /sys, a read-only place. Creates nothing that was not there."""
+    a path in /proc or /sys, a read-only place, an existing file that is not a result file.
+    Creates nothing that was not there."""
     p = Path(path)
-    if str(path).strip() == "":
-        raise UsageError("--out: an empty path")
+    if str(path).strip() in ("", "."):
+        raise UsageError(f"{flag}: an empty path; name a result file (e.g. {flag} results/runs/mine.jsonl)")
     if p.exists():
         st = p.stat()
         if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"--out {p}: not a regular file (a device, FIFO or folder cannot hold results)")
+            raise UsageError(f"{flag} {p}: not a regular file (a device, FIFO or folder cannot hold results)")
         if not os.access(p, os.W_OK):
-            raise UsageError(f"--out {p}: not writable")
+            raise UsageError(f"{flag} {p}: not writable")
+        check_result_file(p, flag)
         return
-    parent = p.parent if str(p.parent) else Path(".")
-    probe = parent
+    check_creatable(p, flag)
+
+
+def check_creatable(p: Path, flag: str) -> None:
+    """A path that does not exist yet can be created as a file or folder: not under /proc, /sys or
+    /dev, and its nearest existing folder is writable."""
+    if str(p).strip() in ("", "."):
+        raise UsageError(f"{flag}: an empty path")
+    probe = p.parent if str(p.parent) else Path(".")
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     resolved = probe.resolve()
     if resolved.parts[:2] in (("/", "proc"), ("/", "sys"), ("/", "dev")):
-        raise UsageError(f"--out {p}: {resolved.parts[1]} is not a place for result files")
+        raise UsageError(f"{flag} {p}: {resolved.parts[1]} is not a place for output files")
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {p}: cannot create it ({probe} is not a writable folder)")
+        raise UsageError(f"{flag} {p}: cannot create it ({probe} is not a writable folder)")
+
+
+def write_atomic(path: Path, text: str, flag: str) -> None:
+    """path's new content in one step (a temporary file beside it, then rename): a failed write leaves
+    what was there, and no half file; errors are one line naming the path."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise UsageError(f"{flag} {path}: cannot write it ({e.strerror})") from None
 
 
 def resolve(paths: Iterable[str | Path]) -> list[Path]:
-    """Files and folders (every *.jsonl below) -> files, in a stable order."""
+    """Files and folders (every *.jsonl below) -> files, in a stable order. In a folder, what is not a
+    regular file (a FIFO, a link to a device) is skipped with a message: reading it could block or never end."""
     out: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*.jsonl") if f.is_file()))
+            out.extend(regular_files(p, "*.jsonl"))
         elif p.exists():
             out.append(p)
         else:
@@ -149,10 +205,25 @@ def resolve(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_text(path: str | Path, expected: str = f"bench JSON lines ({SCHEMA})") -> str:
-    """A result file's text under a shared lock, or a ResultsError naming the file (missing,
-    unreadable, binary, not a regular file, absurdly large)."""
-    path = Path(path)
+def regular_files(folder: Path, pattern: str) -> list[Path]:
+    """folder's files matching pattern (recursively), sorted; others of that name are skipped, said on stderr."""
+    found = []
+    for f in sorted(folder.rglob(pattern)):
+        try:
+            st = f.stat()
+        except OSError:
+            continue  # a dangling link
+        if stat.S_ISREG(st.st_mode):
+            found.append(f)
+        elif not stat.S_ISDIR(st.st_mode):
+            print(f"skipped {f}: not a regular file (a FIFO or a device is never read)", file=sys.stderr)
+    return found
+
+
+@contextlib.contextmanager
+def _open_locked(path: Path, expected: str) -> Iterator[io.BufferedReader]:
+    """A regular file opened for reading under a shared lock (a writer appends whole lines under
+    LOCK_EX); never blocks on a FIFO and refuses devices and absurd sizes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
@@ -163,48 +234,107 @@ def read_text(path: str | Path, expected: str = f"bench JSON lines ({SCHEMA})") 
             raise ResultsError(f"{path}: not a regular file; expected {expected}")
         if st.st_size > MAX_FILE_BYTES:
             raise ResultsError(f"{path}: {st.st_size / 2**30:.1f} GiB is too large for a result file")
-        fcntl.flock(fd, fcntl.LOCK_SH)  # a writer appends whole lines under LOCK_EX
-        chunks = []
-        while True:
-            b = os.read(fd, 1 << 20)
-            if not b:
-                break
-            chunks.append(b)
-    except OSError as e:
-        raise ResultsError(f"{path}: {e.strerror}") from None
-    finally:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        f = os.fdopen(fd, "rb", buffering=1 << 20)
+    except BaseException:
         os.close(fd)
+        raise
+    with f:
+        try:
+            yield f
+        except OSError as e:
+            raise ResultsError(f"{path}: {e.strerror}") from None
+
+
+def read_text(path: str | Path, expected: str = f"bench JSON lines ({SCHEMA})", limit: int = MAX_FILE_BYTES) -> str:
+    """A whole file's text (a pytest-benchmark document) under a shared lock, or a ResultsError naming
+    the file (missing, unreadable, binary, not a regular file, larger than limit bytes)."""
+    path = Path(path)
+    with _open_locked(path, expected) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ResultsError(f"{path}: larger than {limit / 2**20:.0f} MiB; expected {expected}")
     try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ResultsError(f"{path}: not a text file; expected {expected}") from None
 
 
+def parse_line(line: str, where: str) -> Any:
+    """One line's JSON, or a ResultsError naming where: invalid JSON, nesting too deep for any row,
+    integers beyond Python's digit limit, and lone surrogates (text no terminal can print) refused."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{where}not valid JSON ({e.msg}); the file is corrupt or not a bench result") from None
+    except RecursionError:
+        raise ResultsError(f"{where}JSON nested too deeply; not a bench result") from None
+    except ValueError as e:  # an integer of thousands of digits (sys.int_info.str_digits_check_threshold)
+        raise ResultsError(f"{where}not usable JSON ({e}); not a bench result") from None
+    if "\\ud" in line.lower():  # a \uXXXX escape of a surrogate: it must pair up
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ResultsError(
+                f"{where}a string holds a lone UTF-16 surrogate (not text); not a bench result"
+            ) from None
+        except RecursionError:
+            raise ResultsError(f"{where}JSON nested too deeply; not a bench result") from None
+    return obj
+
+
+def iter_rows(path: str | Path) -> Iterator[Row]:
+    """Validated rows of one bench JSON-lines file, read one line at a time (memory: one row)."""
+    path = Path(path)
+    kept = 0
+    with _open_locked(path, f"bench JSON lines ({SCHEMA})") as f:
+        i = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            i += 1
+            whole = raw.endswith(b"\n")
+            if not whole and len(raw) > MAX_LINE_BYTES:
+                raise ResultsError(f"{path}:{i}: a line over {MAX_LINE_BYTES >> 20} MiB; not a bench result file")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ResultsError(f"{path}:{i}: not UTF-8 text; expected bench JSON lines ({SCHEMA})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = parse_line(line, f"{path}:{i}: ")
+            except ResultsError:
+                if not whole and f.peek(1) == b"":  # the last line, without its newline: a killed writer's
+                    print(
+                        f"warning: {path}:{i}: torn last line skipped ({len(raw)} bytes, an interrupted write); "
+                        f"{kept} whole rows kept",
+                        file=sys.stderr,
+                    )
+                    break
+                raise
+            kept += 1
+            yield Row.from_json(obj, f"{path}:{i}: ", str(path))
+
+
 def read_rows(path: str | Path, text: str | None = None) -> list[Row]:
     """Validated rows of one bench JSON-lines file (text: its content, when already read)."""
-    path = Path(path)
     if text is None:
-        text = read_text(path)
+        return list(iter_rows(path))
+    path = Path(path)
     lines = text.split("\n")
-    torn_tail = not text.endswith("\n") and text != ""
     rows: list[Row] = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        last = i == len(lines)
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if last and torn_tail:
-                print(
-                    f"warning: {path}:{i}: torn last line skipped ({len(line)} bytes, an interrupted write); "
-                    f"{len(rows)} whole rows kept",
-                    file=sys.stderr,
-                )
+            obj = parse_line(line, f"{path}:{i}: ")
+        except ResultsError:
+            if i == len(lines):  # the last line, without a newline
+                print(f"warning: {path}:{i}: torn last line skipped ({len(line)} bytes)", file=sys.stderr)
                 break
-            raise ResultsError(
-                f"{path}:{i}: not valid JSON ({e.msg}); the file is corrupt or not a bench result"
-            ) from None
+            raise
         rows.append(Row.from_json(obj, f"{path}:{i}: ", str(path)))
     return rows
 
@@ -215,10 +345,28 @@ def load_rows(paths: Iterable[str | Path], *, nonempty: bool = False) -> list[Ro
     paths = list(paths)
     rows: list[Row] = []
     for f in resolve(paths):
-        rows.extend(read_rows(f))
+        rows.extend(iter_rows(f))
     if nonempty and not rows:
         raise ResultsError(f"{', '.join(map(str, paths))}: no result rows")
     return rows
+
+
+def check_result_file(path: Path, flag: str = "--out") -> None:
+    """An existing, non-empty file that rows are to be appended to must be a bench result file (its
+    first line a row of ours): a notes file or a pytest-benchmark document is never appended to."""
+    try:
+        with _open_locked(path, f"bench JSON lines ({SCHEMA})") as f:
+            first = f.readline(1 << 20)
+    except ResultsError as e:
+        raise UsageError(f"{flag} {e}") from None
+    if not first.strip():
+        return
+    if _is_row_text(first) or (not first.endswith(b"\n") and first.lstrip().startswith(b'{"schema": "bench.row/')):
+        return
+    raise UsageError(
+        f"{flag} {path}: exists and is not a bench result file (its first line is not a {SCHEMA} row); "
+        "rows are only appended to result files: choose a new file"
+    )
 
 
 RUNS = Path("results") / "runs"

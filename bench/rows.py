@@ -268,8 +268,9 @@ class Row:
             "duration_s": (int, float),
             "fingerprint": dict,
         }
+        required = ("run_id", "plugin", "params", "status", "metrics")
         for k, t in want.items():
-            if k in d and d[k] is not None and not isinstance(d[k], t):
+            if k in d and (d[k] is not None or k in required) and not isinstance(d[k], t):
                 tn = t.__name__ if isinstance(t, type) else "number"
                 raise ResultsError(f"{where}field '{k}' must be {_article(tn)}, got {_short(d[k])}")
         if d["status"] not in STATUSES:
