@@ -235,7 +235,7 @@ def _open_locked(path: Path, expected: str) -> Iterator[io.BufferedReader]:
         if st.st_size > MAX_FILE_BYTES:
             raise ResultsError(f"{path}: {st.st_size / 2**30:.1f} GiB is too large for a result file")
         fcntl.flock(fd, fcntl.LOCK_SH)
-        f = os.fdopen(fd, "rb", buffering=1 << 20)
+        f = io.BufferedReader(io.FileIO(fd, "rb"), buffer_size=1 << 20)
     except BaseException:
         os.close(fd)
         raise
