@@ -221,7 +221,7 @@ def regular_files(folder: Path, pattern: str) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _open_locked(path: Path, expected: str) -> Iterator[io.BufferedReader]:
+def _open_locked(path: Path, expected: str) -> Iterator[io.BufferedReader[io.FileIO]]:
     """A regular file opened for reading under a shared lock (a writer appends whole lines under
     LOCK_EX); never blocks on a FIFO and refuses devices and absurd sizes."""
     try:
