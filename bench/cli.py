@@ -4,7 +4,6 @@ bench.errors.BenchError exits with its own code and one line on stderr, never a 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ import click
 
 from bench.contract import PROFILES, RESERVED_FLAGS
 from bench.errors import BenchError, UsageError
+from bench.options import Finite
 
 RUN_OPTIONS = RESERVED_FLAGS  # the names a plugin flag may not take (checked by discovery)
 STARTED = time.time()  # `bench run --deadline S` counts from here, the command's own start-up included
@@ -69,25 +69,6 @@ class BenchGroup(click.Group):
                 raise
             click.echo(f"internal error: {type(e).__name__}: {e} (set BENCH_DEBUG=1 for the traceback)", err=True)
             ctx.exit(3)
-
-
-class Finite(click.ParamType):
-    """A finite number within [lo, hi]: nan and inf are refused (they would switch limits off)."""
-
-    name = "number"
-
-    def __init__(self, lo: float, hi: float = math.inf):
-        self.lo, self.hi = lo, hi
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(v) or not self.lo <= v <= self.hi:
-            hi = "" if self.hi == math.inf else f" and <= {self.hi:g}"
-            self.fail(f"{value!r} must be a finite number >= {self.lo:g}{hi}", param, ctx)
-        return v
 
 
 def out_path(value: str | None) -> Path | None:
@@ -393,6 +374,10 @@ def run_cmd(
         run_id = nodes.run_id
     out = out if out is not None else default_out(run_id, what)
     check_writable(out)
+    from bench.supervise import clean_stale_tmp
+
+    for d in clean_stale_tmp():  # left by a bench run / regress killed with SIGKILL
+        click.echo(f"removed {d}: the temporary folder of a bench process that is gone", err=True)
     opts = RunOptions(
         profile=profile,
         out=out,

@@ -43,6 +43,7 @@ a failed case), 2 ambiguous / unstable / unconfirmed / missing rows / nothing ga
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,6 +195,10 @@ def evaluate(
             "no row of the current results matches a baseline row (plugin + params + labels): "
             "are these results of the same suite?"
         )
+    for side, G in (("baseline", B), ("current", C)):
+        dmsgs, ditems = duplicates(side, G)
+        msgs += dmsgs
+        items += ditems
     cross = sorted({(B[k].machine, C[k].machine) for k in common if B[k].machine != C[k].machine}, key=str)
     if cross:
         ma, mc = cross[0]
@@ -269,6 +274,48 @@ def finish(items: list[Item], msgs: list[str], compared: int, cfg: GateConfig) -
             + (f" (--only {cfg.only})" if cfg.only != "all" else "")
         )
     return rep
+
+
+def duplicates(side: str, groups: dict[str, Side]) -> tuple[list[str], list[Item]]:
+    """Cases that appear more than once on one side, said (never a silent last-wins): their timing
+    samples are pooled and their other values taken from the last copy; copies that disagree on a
+    deterministic value or on the status make that case inconclusive (which copy is meant?)."""
+    dup = {k: s for k, s in groups.items() if len(s.rows) > 1}
+    if not dup:
+        return [], []
+    items = []
+    for k, s in dup.items():
+        differ = sorted(
+            {
+                m
+                for r in s.rows
+                for m, met in r.metrics.items()
+                if met.deterministic and len({json.dumps(x.value(m), default=str) for x in s.rows}) > 1
+            }
+        )
+        statuses = sorted({r.status for r in s.rows})
+        if differ or len(statuses) > 1:
+            what = ", ".join(differ[:3]) + (" ..." if len(differ) > 3 else "") if differ else "status"
+            items.append(
+                Item(
+                    s.row.plugin,
+                    case_text(s.row),
+                    ", ".join(differ[:3]) or "-",
+                    "presence",
+                    "conflicting",
+                    "ambiguous",
+                    key=k,
+                    note=f"{side}: {len(s.rows)} rows of this case disagree on {what} "
+                    f"(statuses {'/'.join(statuses)}; runs {', '.join(sorted({r.run_id for r in s.rows})[:3])})",
+                )
+            )
+    s0 = next(iter(dup.values()))
+    msg = (
+        f"{side}: {len(dup)} case(s) appear more than once (e.g. {s0.row.plugin} {case_text(s0.row)}: "
+        f"{len(s0.rows)} rows): their timing samples are pooled, other values are the last copy's"
+        + (f"; {len(items)} disagree on a deterministic value or status: inconclusive" if items else "")
+    )
+    return [msg], items
 
 
 def _invalid(it: Item, why: str) -> Item:
@@ -422,10 +469,9 @@ def _timing(it: Item, name: str, sb: Side, sc: Side, m_b: Metric, m_c: Metric, c
     xa, xb = sb.samples(name), sc.samples(name)
     why = bad_samples(xa) and f"baseline: {bad_samples(xa)}"
     why = why or (bad_samples(xb) and f"current: {bad_samples(xb)}")
-    if not xa:
-        why = why or (bad_timing_value(m_b.value) and f"baseline value is {bad_timing_value(m_b.value)}")
-    if not xb:
-        why = why or (bad_timing_value(m_c.value) and f"current value is {bad_timing_value(m_c.value)}")
+    # the metric itself too, raw samples or not: a NaN/null timing is never replaced by its samples' median
+    why = why or (bad_timing_value(m_b.value) and f"baseline value is {bad_timing_value(m_b.value)}")
+    why = why or (bad_timing_value(m_c.value) and f"current value is {bad_timing_value(m_c.value)}")
     if why:
         _invalid(it, why)
         return

@@ -4,6 +4,8 @@ The gate itself is bench/regress.py."""
 from __future__ import annotations
 
 import json
+import math
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -13,9 +15,11 @@ from typing import Any
 
 import click
 
+from bench.options import Finite
 from bench.regress import EXIT_HARNESS, EXIT_PASS, GateConfig, GateError, GateReport, Item, evaluate
 from bench.regress_rerun import bench_rerun
 from bench.rows import Row
+from bench.supervise import clean_stale_tmp, interrupt_on
 
 
 # --- output (table and summary) ---------------------------------------------------------------------------------
@@ -192,9 +196,14 @@ def _parse_tols(tols: tuple[str, ...]) -> dict[str, float]:
         try:
             if not eq or not name:
                 raise ValueError
-            out[name.strip()] = float(val)
+            rel = float(val)
+            if not math.isfinite(rel) or rel < 0:  # nan would fail a file against itself; < 0 is no tolerance
+                raise ValueError
+            out[name.strip()] = rel
         except ValueError:
-            err = click.BadParameter(f"{t!r}: expected NAME=REL (e.g. final_loss=1e-4)", param_hint="--tol")
+            err = click.BadParameter(
+                f"{t!r}: expected NAME=REL, REL a finite number >= 0 (e.g. final_loss=1e-4)", param_hint="--tol"
+            )
             err.exit_code = EXIT_HARNESS
             raise err from None
     return out
@@ -299,7 +308,7 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
 )
 @click.option(
     "--deadline",
-    type=click.FloatRange(1, 7 * 86400),
+    type=Finite(1, 7 * 86400),
     default=None,
     help="A/B mode: seconds from now by which the whole comparison (checkout, runs, confirming round) ends.",
 )
@@ -308,7 +317,7 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
 )
 @click.option(
     "--max-time",
-    type=click.FloatRange(0.05, 3600),
+    type=Finite(0.05, 3600),
     default=None,
     help="A/B mode: time cap per timed measurement, s (as bench run --max-time; default bench run's).",
 )
@@ -324,28 +333,28 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
 )
 @click.option(
     "--alpha",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=Finite(0, 1, min_open=True),
     default=0.05,
     show_default=True,
     help="Mann-Whitney significance level for timings.",
 )
 @click.option(
     "--min-effect",
-    type=click.FloatRange(min=0),
+    type=Finite(0),
     default=None,
     help="Floor on the relative change of a timing's median (0.05 = 5%; default 0.05, with --ab 0.02 on the "
     "geometric-mean ratio of the pairs).",
 )
 @click.option(
     "--ci-k",
-    type=click.FloatRange(min=0),
+    type=Finite(0),
     default=2.0,
     show_default=True,
     help="Min effect >= this x hypot of the two medians' 95% CI half-widths.",
 )
 @click.option(
     "--iqr-k",
-    type=click.FloatRange(min=0),
+    type=Finite(0),
     default=1.0,
     show_default=True,
     help="Min effect >= this x the smaller IQR/median (measured noise).",
@@ -358,14 +367,14 @@ def _record(rep: GateReport, path: Path, crows: list[Row]) -> None:
 )
 @click.option(
     "--rtol",
-    type=click.FloatRange(min=0),
+    type=Finite(0),
     default=1e-6,
     show_default=True,
     help="Relative tolerance of deterministic float metrics.",
 )
 @click.option(
     "--int-rtol",
-    type=click.FloatRange(min=0),
+    type=Finite(0),
     default=0.0,
     show_default=True,
     help="Relative tolerance of deterministic integer metrics (0: exact).",
@@ -490,7 +499,10 @@ def command(
         mrows, mdesc, record_to, mmsgs = (
             _machine_baseline(machine_dir, baseline, brows, crows) if machine_dir else (None, "", None, [])
         )
-        rep = evaluate(brows, crows, cfg, rerun=bench_rerun(rerun_cmd) if confirm > 0 else None, machine_rows=mrows)
+        with interrupt_on(signal.SIGTERM, signal.SIGHUP):  # a killed gate kills its rerun and removes its folder
+            clean_stale_tmp()
+            rerun = bench_rerun(rerun_cmd) if confirm > 0 else None
+            rep = evaluate(brows, crows, cfg, rerun=rerun, machine_rows=mrows)
         rep.machine_baseline = mdesc
         rep.messages[:0] = mmsgs
         if record_to is not None and only != "timing":

@@ -140,9 +140,19 @@ def bench_rerun(
     ({run_opts}: "--threads N" and "--kernels SET" as recorded, or nothing); it must append the case's rows to {out}.
     """
 
+    if template:
+        try:  # every placeholder known, the braces balanced: said now, not when a slowdown needs a rerun
+            template.format(python="", plugin="", flags="", profile="", run_opts="", out="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise GateError(
+                f"--rerun-cmd {template!r}: {type(e).__name__} {e}; its placeholders are "
+                "{python} {plugin} {flags} {profile} {run_opts} {out} (write {{ }} for a literal brace)"
+            ) from None
+
     def run(row: Row) -> list[Row]:
         own = workdir is None
-        wd = Path(tempfile.mkdtemp(prefix="bench-regress-")) if own else Path(workdir)  # type: ignore[arg-type]
+        # named with this pid: a folder left by a SIGKILLed gate is removed by the next run (supervise.clean_stale_tmp)
+        wd = Path(tempfile.mkdtemp(prefix=f"bench-regress-{os.getpid()}-")) if own else Path(workdir)  # type: ignore[arg-type]
         wd.mkdir(parents=True, exist_ok=True)
         out = wd / f"rerun-{os.getpid()}-{len(list(wd.iterdir()))}.jsonl"
         try:

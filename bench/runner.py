@@ -5,7 +5,7 @@ Faults become rows and the run goes on:
   error    the child raised or crashed, or a rank of a torchrun group failed (failing rank named)
   timeout  the case passed its time limit; its whole process tree is killed
   skipped  the plugin said it cannot run here, or the run's deadline left no time to start it
-Ctrl-C (or SIGTERM) kills the case in flight and its whole process tree, keeps every finished row,
+Ctrl-C (or SIGTERM, SIGHUP) kills the case in flight and its whole process tree, keeps every finished row,
 summarizes the finished cases of the plugin in flight, and ends with 130. Every case runs under
 bench.supervise, which kills the case tree and removes its temporary folder if `bench run` itself
 dies (SIGHUP, SIGKILL).
@@ -282,6 +282,8 @@ def run_plugin(
     all_rows: list[Row] = []
     main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    # a closed terminal (SIGHUP) too: the case in flight is killed and its temporary folder removed
+    old_hup = signal.signal(signal.SIGHUP, _raise_interrupt) if main_thread else None
     warm: dict[str, WarmWorker] = {}
 
     def emit(rows: list[Row]) -> None:
@@ -339,6 +341,8 @@ def run_plugin(
             w.close(kill=interrupted is not None)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if old_hup is not None:
+            signal.signal(signal.SIGHUP, old_hup)
     # the summary of what finished, interrupted or not (claim evidence lives in summary rows)
     summary = summary_rows(plugin, all_rows, opts)
     if summary:

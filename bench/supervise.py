@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -73,6 +74,64 @@ def kill_tree(pid: int, grace_s: float = 3.0, include_root: bool = True) -> None
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             p.kill()
     psutil.wait_procs(alive, timeout=5.0)
+
+
+@contextlib.contextmanager
+def interrupt_on(*signums: int) -> Iterator[None]:
+    """Within the block, these signals (SIGTERM, SIGHUP) raise KeyboardInterrupt in the main thread, as
+    Ctrl-C does: the `finally` and `except BaseException` clean-ups run (kill the case tree, remove
+    temporary folders) instead of the process vanishing with them left behind. No-op off the main thread."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, _raise) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+TMP_PREFIXES = ("bench-case-", "bench-warm-", "bench-regress-")
+
+
+def clean_stale_tmp(tmp: str | None = None) -> list[str]:
+    """Remove temporary folders of bench processes that are gone (named <prefix><pid>-...): left by
+    a `bench run` or `bench regress` killed with SIGKILL, which no handler sees. Only this user's,
+    only where that pid no longer runs. Returns the folders removed."""
+    import tempfile
+
+    base = Path(tmp or tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return []
+    for d in entries:
+        prefix = next((p for p in TMP_PREFIXES if d.name.startswith(p)), None)
+        if prefix is None:
+            continue
+        pid_text = d.name[len(prefix) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        try:
+            if d.is_symlink() or not d.is_dir() or d.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+            continue  # that process still runs
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OSError):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
+    return removed
 
 
 class _Stop(Exception):
