@@ -43,5 +43,6 @@ def measured_bandwidth(device_str: str, nbytes: int | None = None) -> tuple[floa
     device = torch.device(device_str)
     size = int(nbytes or DEFAULT_BYTES.get(device.type, GIB))
     key = f"{device_str}|copy {size} bytes|{torch.get_num_threads()} threads"
-    gbps, where = machine_cached("copy_bandwidth", key, lambda: copy_gbps(device_str, size))
+    # plausible GB/s: above 1 MB/s, below 100x the fastest HBM (B200: 8 TB/s)
+    gbps, where = machine_cached("copy_bandwidth", key, lambda: copy_gbps(device_str, size), (1e-3, 1e6))
     return gbps, f"{where}; dst.copy_(src) of {size / GIB:g} GiB, GB/s = 2 x bytes / time"

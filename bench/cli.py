@@ -203,11 +203,7 @@ def build_plan(
         p = get_plugin(name, found)
         overrides = parse_flags(p, list(plugin_args))
         cases = expand_grid(p, profile, overrides)
-        for c in cases:
-            why = p.validate(c)
-            if why and (machine or "this machine" not in why):
-                raise UsageError(f"{name}: {why}")
-        plan.append((p, cases))
+        plan.append((p, _valid_cases(p, cases, profile, bool(overrides), machine)))
     return names, profile, plan
 
 
@@ -443,6 +439,42 @@ def run_cmd(
         sys.exit(130)
     if strict and bad:
         sys.exit(1)
+
+
+def _valid_cases(p: Any, cases: list[Any], profile: str, flagged: bool, machine: bool = True) -> list[Any]:
+    """The grid's cases the plugin accepts. A flag is applied to every case of the grid; where it makes
+    sense for only some (--fault on a grid of simulated and real cases), the others are dropped and
+    said so, reason by reason. Without flags, or when no case is left, the first reason is the error."""
+    bad: dict[str, list[Any]] = {}
+    keep = []
+    for c in cases:
+        try:
+            why = p.validate(c)
+        except (OverflowError, ZeroDivisionError) as e:  # a value beyond the plugin's formulas: a usage error
+            why = f"a parameter value is out of range ({type(e).__name__}: {e})"
+        if why and not machine and "this machine" in why:  # another machine's limits (bench slurm): not ours
+            why = None
+        if why:
+            bad.setdefault(why, []).append(c)
+        else:
+            keep.append(c)
+    if not bad:
+        return cases
+    why0 = next(iter(bad))
+    if not flagged:
+        raise UsageError(f"{p.name}: {why0}")
+    if not keep:
+        more = f" (and {len(bad) - 1} other reason(s))" if len(bad) > 1 else ""
+        raise UsageError(f"{p.name}: {why0}: true of every case of the {profile} grid with these flags{more}")
+    from bench.runner import case_label
+
+    for why, cs in bad.items():
+        click.echo(
+            f"{p.name}: dropped {len(cs)} of {len(cases)} cases of the {profile} grid the flags do not fit: {why} "
+            f"(e.g. {case_label(cs[0])})",
+            err=True,
+        )
+    return keep
 
 
 @main.command("summarize")

@@ -85,7 +85,8 @@ def measured_matmul(device_str: str, dtype_str: str) -> tuple[float, str]:
     from bench.cache import machine_cached
 
     key = f"{device_str}|{dtype_str}|{torch.get_num_threads()} threads"
-    return machine_cached("matmul_peak", key, lambda: _measure_matmul(device_str, dtype_str))
+    # plausible TFLOP/s: above a 1990s CPU (1 MFLOP/s), below 100x the fastest accelerator's dense peak
+    return machine_cached("matmul_peak", key, lambda: _measure_matmul(device_str, dtype_str), (1e-6, 1e6))
 
 
 def measured_matmul_tflops(device_str: str, dtype_str: str) -> float:

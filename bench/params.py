@@ -15,6 +15,9 @@ from bench.errors import UsageError
 __all__ = ["UsageError", "describe_params", "expand_grid", "flag_name", "make_params", "parse_flags", "parse_value"]
 
 
+MAX_INT = 2**53  # integer flags: exact as floats (9.0e15), far beyond any count a case can hold
+
+
 def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
@@ -45,7 +48,7 @@ def parse_value(plugin: Plugin, f: dataclasses.Field, text: str) -> Any:
         elif t is int:
             # accept 7.5e9-style integers (parameter counts) when they are whole
             fv = float(text)
-            if not fv.is_integer():
+            if not fv.is_integer() or abs(fv) > MAX_INT:  # 1e200 would overflow every float formula after it
                 raise ValueError
             v = int(fv)
         elif t is float:
@@ -57,7 +60,9 @@ def parse_value(plugin: Plugin, f: dataclasses.Field, text: str) -> Any:
     except ValueError:
         hint = f"; allowed: {', '.join(map(str, allowed))}" if allowed else ""
         raise UsageError(
-            f"{flag_name(f.name)}: {text!r} is not a valid {'finite number' if t is float else t.__name__}{hint}"
+            f"{flag_name(f.name)}: {text!r} is not a valid {'finite number' if t is float else t.__name__}"
+            + (f" (a whole number, |n| <= 2^53 = {MAX_INT:.2g})" if t is int else "")
+            + hint
         ) from None
     if allowed is not None and v not in allowed:
         raise UsageError(

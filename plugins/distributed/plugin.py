@@ -172,8 +172,8 @@ class DDPPlugin(Plugin):
                 return "--fault needs a real run (no --simulate)"
             if p.world_size > 1_000_000:
                 return "--world-size above 1e6 is not simulated"
-            if p.params and p.params < 1e5:
-                return "--params: give a parameter count >= 1e5 (e.g. 7.5e9)"
+            if p.params and not 1e5 <= p.params <= 1e15:  # 1e200 would overflow the shape's float formulas
+                return f"--params {p.params:g}: give a parameter count in [1e5, 1e15] (e.g. 7.5e9)"
             est, limit = estimate(p, "cpu"), self.launch(p).timeout_s
             if est > limit:
                 return (

@@ -124,6 +124,13 @@ class ScalingPlugin(Plugin):
             longest = max(split_seq(s, p.seq)[1] for s in shapes)
             if longest + 1 >= len(split("val")):
                 return f"sequence length {longest} is longer than the validation text"
+            if p.budget.strip():  # refused up front, as fsdp's --params is: not run into the case limit
+                est, limit = self.estimate_s(p, "cuda") or 0.0, self.launch(p).timeout_s
+                if est > limit:
+                    return (
+                        f"--budget {p.budget}: training {p.shapes} on it would take ~{est:.3g} s even on a GPU "
+                        f"(the plan's cost model), over the case limit of {limit:g} s; give a smaller budget"
+                    )
         return None
 
     def available(self, p: ScalingParams) -> str | None:
