@@ -430,9 +430,14 @@ def aggregate_counts(device: str, results: Sequence[ClaimResult]) -> dict[str, i
     return out
 
 
-def summary(devices: Sequence[str], results: Sequence[ClaimResult]) -> str:
+def summary(devices: Sequence[str], results: Sequence[ClaimResult], markdown: bool = False) -> str:
     """Per device: the counted claims by verdict and kind, then the aggregates apart, so that the
-    footer's two counts add up to the table's rows."""
+    footer's two counts add up to the table's rows (markdown: device labels escaped)."""
+    from bench.tables import md_escape, plain
+
+    def label(d: str) -> str:
+        return md_escape(d) if markdown else plain(d).replace("\n", " ")
+
     lines = []
     n = sum(1 for r in results if r.counted)
     for d in devices:
@@ -442,7 +447,7 @@ def summary(devices: Sequence[str], results: Sequence[ClaimResult]) -> str:
             kinds = [f"{by_kind[k]} {k}" for k in KINDS if by_kind.get(k)]
             parts.append(f"{total} {v}" + (f" ({', '.join(kinds)})" if kinds and v in ("holds", "fails") else ""))
         agg = aggregate_counts(d, results)
-        line = f"{d}: {n} claims: " + ", ".join(parts)
+        line = f"{label(d)}: {n} claims: " + ", ".join(parts)
         if agg:
             line += f"; and {sum(agg.values())} aggregates of their parts, shown apart, not counted (" + ", ".join(
                 f"{k} {v}" for v, k in agg.items()
@@ -451,7 +456,7 @@ def summary(devices: Sequence[str], results: Sequence[ClaimResult]) -> str:
         lines.append(line)
         failing = [r.id for r in results if r.counted and r.outcomes[d].verdict == "fails"]
         if failing:
-            lines.append(f"  failing on {d}: {', '.join(failing)}")
+            lines.append(f"  failing on {label(d)}: {', '.join(failing)}")
     lines.append(
         "(meas/measured: on that device in that run; sim/simulated: fake tensors / process group; extrapolated: a "
         "formula beyond the points measured; pub/published: arithmetic over printed numbers; by construction: fixed "
@@ -504,5 +509,7 @@ def command(results: tuple[Path, ...], fmt_name: str, docs: tuple[Path, ...], de
             click.echo("reasons: --detail, or `bench report`")
         return
     click.echo(render(devices, res, fmt_name))
-    if fmt_name != "csv":
+    if fmt_name == "markdown":  # device labels come from result rows: text, never markup
+        click.echo("\n" + "  \n".join(summary(devices, res, markdown=True).splitlines()))
+    elif fmt_name != "csv":
         click.echo("\n" + summary(devices, res))

@@ -380,6 +380,10 @@ def render(
                 f"{', '.join(sorted(map(str, inp.machines)))})"
             )
         parts.append(machine_note(inputs))
+        if fmt == "markdown":  # paths, device labels and run ids come from the inputs: text, never markup
+            from bench.tables import md_escape
+
+            parts = [md_escape(p) + "  " for p in parts]
         parts.append(
             "marks on timing ratios (raw samples, Mann-Whitney + min effect): + worse, - better, ~ within noise, ? undecided\n"
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -290,13 +291,24 @@ def command(results: tuple[Path, ...], out_dir: Path, docs: tuple[Path, ...]) ->
 
     RESULTS: result files or folders (default: the latest file under results/runs/).
     """
-    from bench.results import latest_or_given, load_rows
+    from bench.errors import UsageError
+    from bench.results import check_creatable, latest_or_given, load_rows
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o {out_dir}: exists and is not a folder")
+    if not out_dir.exists():
+        check_creatable(out_dir, "-o")
+    elif not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {out_dir}: the folder is not writable")
     paths = latest_or_given(results)
     rows = load_rows(paths, nonempty=True)
     from bench.documents import load
 
-    written = build(rows, out_dir, [str(p) for p in paths], load(docs, rows))
+    docs_loaded = load(docs, rows)
+    try:
+        written = build(rows, out_dir, [str(p) for p in paths], docs_loaded)
+    except OSError as e:  # the disk filled, or the folder went away: one line, never a traceback
+        raise UsageError(f"-o {out_dir}: writing the report failed ({e.strerror}: {e.filename})") from None
     for s in written["skipped"]:
         click.echo(f"skipped plot: {s}", err=True)
     click.echo(f"wrote {written['html']} and {written['md']} ({len(written['pngs'])} plots)")

@@ -281,6 +281,8 @@ def command(
     """Write (and with --submit, sbatch) a batch script that runs `bench run` on every node of an
     allocation: bench slurm --nodes 2 --gpus-per-node 8 --time 01:00:00 --out results/x.jsonl -- --plugin fsdp --stage 3 --world-size 16"""
     args = list(run_args[1:] if run_args[:1] == ("--",) else run_args)
+    if not out.strip():
+        raise UsageError("--out: an empty path; name the result file the first node writes")
     check_run_args(args)
     if not re.fullmatch(r"(\d+-)?\d{1,2}(:\d{2}){0,2}", time_limit):
         raise UsageError(f"--time {time_limit!r}: SLURM syntax, e.g. 01:00:00 or 1-00:00:00")
@@ -312,8 +314,13 @@ def command(
         job_name=job_name,
     )
     path = script_path or Path(out).with_suffix(".sbatch")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    from bench.results import check_creatable, write_atomic
+
+    if path.is_dir():
+        raise UsageError(f"--script {path}: a folder; name the script file")
+    if not path.exists():
+        check_creatable(path, "--script")
+    write_atomic(path, text, "--script")
     click.echo(f"wrote {path}")
     if not submit:
         click.echo(f"submit it with: sbatch {shlex.quote(str(path))}")

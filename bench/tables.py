@@ -171,7 +171,7 @@ def render_rows(
         # summary rows have their own metrics: never filter them by the case preference
         header, body = build_table(rs, sel if kind == "case" else metrics, multi_device=multi)
         out.append(titled(caption(rs), render(header, body, fmt), fmt))
-        notes = sorted({plain(n) for r in rs for n in r.notes})
+        notes = sorted({md_escape(n) if fmt == "markdown" else plain(n) for r in rs for n in r.notes})
         if notes and fmt != "csv":
             out.append("\n".join(f"  note: {n}" for n in notes) + "\n")
     return "\n".join(out)
