@@ -7,7 +7,9 @@ SIGKILL, a closed terminal) -- told by the kernel's parent-death signal where Li
 polling the parent pid everywhere -- it kills the whole case tree (psutil, SIGTERM then SIGKILL)
 and removes TMP, so no rank keeps running with its ports open and no temporary folder stays.
 SIGTERM / SIGINT / SIGHUP to the supervisor itself do the same (without removing TMP: the runner
-still reads what the case wrote).
+still reads what the case wrote). When `bench run` is gone, every temporary folder named with its pid
+goes too (a warm worker's cases have folders of their own); the next `bench run` or `bench regress`
+removes those of any bench process that is gone (clean_stale_tmp).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PDEATH = signal.SIGUSR2  # the supervisor's parent-death signal (nothing else sends it)
 PR_SET_CHILD_SUBREAPER = 36
 POLL_S = 0.5
 
@@ -101,10 +104,10 @@ def interrupt_on(*signums: int) -> Iterator[None]:
 TMP_PREFIXES = ("bench-case-", "bench-warm-", "bench-regress-")
 
 
-def clean_stale_tmp(tmp: str | None = None) -> list[str]:
+def clean_stale_tmp(tmp: str | None = None, only_pid: int | None = None) -> list[str]:
     """Remove temporary folders of bench processes that are gone (named <prefix><pid>-...): left by
     a `bench run` or `bench regress` killed with SIGKILL, which no handler sees. Only this user's,
-    only where that pid no longer runs. Returns the folders removed."""
+    only where that pid no longer runs (only_pid: that pid's, known gone). Returns the folders removed."""
     import tempfile
 
     base = Path(tmp or tempfile.gettempdir())
@@ -118,20 +121,30 @@ def clean_stale_tmp(tmp: str | None = None) -> list[str]:
         if prefix is None:
             continue
         pid_text = d.name[len(prefix) :].split("-", 1)[0]
-        if not pid_text.isdigit():
+        if not pid_text.isdigit() or (only_pid is not None and int(pid_text) != only_pid):
             continue
         try:
             if d.is_symlink() or not d.is_dir() or d.stat().st_uid != os.getuid():
                 continue
-            os.kill(int(pid_text), 0)
-            continue  # that process still runs
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OSError):
+        except OSError:
+            continue
+        if only_pid is None and _running(int(pid_text)):
             continue
         shutil.rmtree(d, ignore_errors=True)
         removed.append(str(d))
     return removed
+
+
+def _running(pid: int) -> bool:
+    """The pid runs (a zombie -- killed, not yet reaped -- does not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
 
 
 class _Stop(Exception):
@@ -146,10 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
-    set_parent_death_signal(signal.SIGTERM)
+    # its own signal: a parent killed while other threads of it still exit reparents this process to one
+    # of those threads first (same pid: getppid() unchanged), so the signal alone says "bench run is going"
+    set_parent_death_signal(PDEATH)
 
     def orphaned() -> bool:
-        return os.getppid() != a.parent
+        return os.getppid() != a.parent or not _running(a.parent)
+
+    def gone_soon() -> bool:  # after the parent-death signal: its last threads exit within moments
+        end = time.monotonic() + 2.0
+        while not orphaned():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.05)
+        return True
 
     import psutil  # noqa: F401  -- loaded now: the clean-up after a signal must not stall on an import
 
@@ -163,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         stopping.append(signum)
         raise _Stop(signum)
 
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, PDEATH):
         signal.signal(s, on_signal)
     if orphaned():  # bench run died before we could watch it
         shutil.rmtree(a.dir, ignore_errors=True)
+        clean_stale_tmp(only_pid=a.parent)
         return 1
     child = subprocess.Popen(cmd)
     rc: int | None = None
@@ -179,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                     raise _Stop(signal.SIGHUP) from None
     except _Stop as stop:
         kill_tree(child.pid)
-        if orphaned():
+        if orphaned() or (
+            stop.signum in (PDEATH, signal.SIGHUP) and gone_soon()
+        ):  # bench run is gone (SIGKILL): its case folders too (a warm worker's case is in its own)
             shutil.rmtree(a.dir, ignore_errors=True)
+            clean_stale_tmp(only_pid=a.parent)
             return 128 + stop.signum
         rc = child.poll()
         _write_exit(a.dir, rc, stopped=stop.signum)
