@@ -460,20 +460,24 @@ def _valid_cases(p: Any, cases: list[Any], profile: str, flagged: bool, machine:
             keep.append(c)
     if not bad:
         return cases
-    why0 = next(iter(bad))
+    reasons = sorted(bad.items(), key=lambda kv: -len(kv[1]))  # the most common reason first
     if not flagged:
-        raise UsageError(f"{p.name}: {why0}")
+        raise UsageError(f"{p.name}: {next(iter(bad))}")
     if not keep:
-        more = f" (and {len(bad) - 1} other reason(s))" if len(bad) > 1 else ""
-        raise UsageError(f"{p.name}: {why0}: true of every case of the {profile} grid with these flags{more}")
+        why = "; ".join(f"{w} ({len(cs)} case{'s' if len(cs) > 1 else ''})" for w, cs in reasons[:2])
+        more = f"; and {len(reasons) - 2} other reasons" if len(reasons) > 2 else ""
+        raise UsageError(f"{p.name}: no case of the {profile} grid fits these flags: {why}{more}")
     from bench.runner import case_label
 
-    for why, cs in bad.items():
+    for why, cs in reasons[:2]:
         click.echo(
             f"{p.name}: dropped {len(cs)} of {len(cases)} cases of the {profile} grid the flags do not fit: {why} "
             f"(e.g. {case_label(cs[0])})",
             err=True,
         )
+    if len(reasons) > 2:
+        n = sum(len(cs) for _, cs in reasons[2:])
+        click.echo(f"{p.name}: dropped {n} more cases for {len(reasons) - 2} other reasons", err=True)
     return keep
 
 

@@ -105,6 +105,13 @@ class ScalingPlugin(Plugin):
         return cases_of(PLANS.get(profile, PLANS["quick"]))
 
     def validate(self, p: ScalingParams) -> str | None:
+        # `--what X` / `--budget B` replace the field in every case of the profile's grid: a train case
+        # turned into a FLOP count (or the flops case given a budget) has nothing to do; `bench run` drops
+        # it and says so (and refuses the command when no case is left)
+        if p.what == "flops" and p.budget:
+            return "--what flops takes no --budget (the grid's flops case counts FLOPs; it trains nothing)"
+        if p.what == "train" and not p.budget:
+            return "--what train needs --budget D=<tokens> or C=<FLOPs>; this is the grid's flops case"
         shapes = parse_shapes(p.shapes)
         if not shapes:
             return "--shapes names no model shape"
@@ -134,12 +141,6 @@ class ScalingPlugin(Plugin):
         return None
 
     def available(self, p: ScalingParams) -> str | None:
-        # `--what X` replaces `what` in every case of the profile's grid: a train case turned into a
-        # FLOP count (or the flops case turned into training) has nothing to do; say so without starting it
-        if p.what == "flops" and p.budget:
-            return "--what flops takes no --budget: this training case of the grid has nothing to count"
-        if p.what == "train" and not p.budget:
-            return "--what train needs --budget D=<tokens> or C=<FLOPs>; this is the grid's flops case"
         return None
 
     def launch(self, p: ScalingParams) -> Launch:
