@@ -488,7 +488,7 @@ def command(results: tuple[Path, ...], fmt_name: str, docs: tuple[Path, ...], de
     from bench.results import latest_or_given, load_rows
 
     paths = latest_or_given(results, required=False)
-    rows = load_rows(paths, nonempty=True) if paths else []
+    rows = load_rows(paths, nonempty=True, samples=False) if paths else []  # claims rest on evidence and metrics
     if not paths:
         click.echo("no results under results/runs/: only the claims judged from published figures", err=True)
     # the terminal shortens the plugins' detail text; markdown and csv keep all of it

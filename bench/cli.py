@@ -58,6 +58,9 @@ class BenchGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except MemoryError:  # what was written before stays (rows are on disk as each case ends)
+            click.echo("error: out of memory: the inputs are too large for this machine's memory", err=True)
+            ctx.exit(3)
         except BrokenPipeError:  # `bench show ... | head`: the reader left; not an error of ours
             try:
                 sys.stdout = open(os.devnull, "w")
@@ -553,7 +556,7 @@ def show_cmd(
     from bench.results import latest_or_given, load_rows
     from bench.tables import render_rows
 
-    rows = load_rows(latest_or_given(results), nonempty=True)
+    rows = load_rows(latest_or_given(results), nonempty=True, samples=False)  # a table shows no raw samples
     if plugin:
         rows = [r for r in rows if r.plugin == plugin]
     if not rows:

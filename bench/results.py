@@ -283,10 +283,13 @@ def parse_line(line: str, where: str) -> Any:
     return obj
 
 
-def iter_rows(path: str | Path) -> Iterator[Row]:
-    """Validated rows of one bench JSON-lines file, read one line at a time (memory: one row)."""
+def iter_rows(path: str | Path, samples: bool = True) -> Iterator[Row]:
+    """Validated rows of one bench JSON-lines file, read one line at a time (memory: one row).
+    samples=False: each row's raw samples are checked, then dropped (half a typical file's size; the
+    commands that never use them -- show, claims -- hold a large file in a third of the memory)."""
     path = Path(path)
     kept = 0
+    last_fp: Any = None
     with _open_locked(path, f"bench JSON lines ({SCHEMA})") as f:
         i = 0
         while True:
@@ -315,7 +318,13 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
                     break
                 raise
             kept += 1
-            yield Row.from_json(obj, f"{path}:{i}: ", str(path))
+            if isinstance(obj, dict) and obj.get("fingerprint") == last_fp:  # one machine's rows share one dict
+                obj["fingerprint"] = last_fp
+            row = Row.from_json(obj, f"{path}:{i}: ", str(path))
+            last_fp = row.fingerprint
+            if not samples:
+                row.samples = {}
+            yield row
 
 
 def read_rows(path: str | Path, text: str | None = None) -> list[Row]:
@@ -339,13 +348,13 @@ def read_rows(path: str | Path, text: str | None = None) -> list[Row]:
     return rows
 
 
-def load_rows(paths: Iterable[str | Path], *, nonempty: bool = False) -> list[Row]:
-    """Every row of the files and folders; nonempty: no rows at all is a ResultsError (exit 2),
-    the same for every command."""
+def load_rows(paths: Iterable[str | Path], *, nonempty: bool = False, samples: bool = True) -> list[Row]:
+    """Every row of the files and folders, read a line at a time; nonempty: no rows at all is a
+    ResultsError (exit 2), the same for every command; samples=False: raw samples dropped (iter_rows)."""
     paths = list(paths)
     rows: list[Row] = []
     for f in resolve(paths):
-        rows.extend(iter_rows(f))
+        rows.extend(iter_rows(f, samples))
     if nonempty and not rows:
         raise ResultsError(f"{', '.join(map(str, paths))}: no result rows")
     return rows
