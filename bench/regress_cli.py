@@ -460,8 +460,9 @@ def command(
     runs REV (A) and this working tree (B) interleaved here and gates the pairs (Wilcoxon signed-rank
     on log ratios, geometric-mean ratio with its 95% CI), deterministic metrics too.
     """
+    from bench.errors import UsageError
     from bench.pytest_benchmark_io import load_any
-    from bench.results import ResultsError
+    from bench.results import ResultsError, check_creatable
 
     def usage(msg: str) -> None:
         click.echo(f"error: {msg}", err=True)
@@ -474,6 +475,13 @@ def command(
             usage("give --baseline FILE and --current FILE, or --ab REV (A/B mode)")
     elif baseline or current:
         usage("--ab REV runs both revisions itself: give it without --baseline/--current")
+
+    if json_out is not None and not json_out.exists():
+        try:  # before the gate runs (a rerun may take minutes): an output that cannot be written
+            check_creatable(json_out, "--json")
+        except UsageError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_HARNESS)
     cfg = GateConfig(
         alpha=alpha,
         min_effect=0.05 if min_effect is None else min_effect,
@@ -533,12 +541,13 @@ def _emit(
         click.echo(f"({hidden} same / not-gated verdicts not listed; -v lists them)")
     click.echo(summary(rep, bdesc, cdesc, idents))
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(
-            json.dumps(
-                {"exit_code": rep.exit_code, "messages": rep.messages, "items": [asdict(i) for i in rep.items]},
-                indent=1,
-                default=str,
-            )
-        )
+        from bench.errors import UsageError
+        from bench.results import write_atomic
+
+        doc = {"exit_code": rep.exit_code, "messages": rep.messages, "items": [asdict(i) for i in rep.items]}
+        try:
+            write_atomic(json_out, json.dumps(doc, indent=1, default=str), "--json")
+        except UsageError as e:  # the verdicts above stand; the gate could not record them
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_HARNESS)
     sys.exit(rep.exit_code)

@@ -3,12 +3,16 @@
 Writing: rows are appended as whole lines under an exclusive flock, in one write(), then fsync'd --
 so a row is on disk as soon as its case ends, a crash loses at most the case in flight, and two
 runs appending to one file never interleave. A write that fails part-way (a full disk, a quota) is
-rolled back: the file is truncated to where it was, and the error names the file. A torn last
-line left by a killed writer is cut off by the next writer before it appends (never glued to).
-Reading: under a shared flock (a reader never sees a writer's half line); every line is checked
-(Row.from_json); a torn LAST line (no newline, not JSON) is skipped with a warning naming it and
-every whole row is kept; a bad line in the middle is an error naming file:line. Only regular files
-are read (a FIFO or /dev/zero named .jsonl is refused). load_frame() gives a pandas DataFrame.
+rolled back: the file is truncated to where it was (a file the write created is removed), and the
+error names the file. Before appending, a last line without its newline is mended: a whole row
+keeps its place (the newline is added), a killed writer's half row is cut however long it is --
+never glued to. Rows are only appended to result files (check_writable refuses another file).
+Reading: under a shared flock (a reader never sees a writer's half line), one line at a time
+(iter_rows: memory holds one row, lines over MAX_LINE_BYTES refused); every line is checked
+(parse_line, Row.from_json); a torn LAST line (no newline, not JSON) is skipped with a warning
+naming it and every whole row is kept; a bad line in the middle is an error naming file:line. Only
+regular files are read (a FIFO or /dev/zero named .jsonl is refused; in a folder, skipped and
+said). load_frame() gives a pandas DataFrame.
 """
 
 from __future__ import annotations

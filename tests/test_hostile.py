@@ -327,6 +327,7 @@ def test_item14_unwritable_outputs_are_one_line_before_anything_is_written(tmp_p
             "--script /proc/x.sbatch: proc is not a place",
         ),
         (["regress", "--baseline", str(f), "--current", str(f), "--rerun-cmd", "{nonsense}"], 3, "'nonsense'"),
+        (["regress", "--baseline", str(f), "--current", str(f), "--json", "/proc/v.json"], 3, "--json /proc/v.json"),
     ]
     for args, rc, needle in cases:
         r = bench_cli(*args)
