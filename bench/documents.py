@@ -138,6 +138,8 @@ def load(paths: Sequence[str | Path], rows: Sequence[Row] = ()) -> list[Document
         row_metrics.setdefault(r.plugin, set()).update(r.metrics)
     docs = []
     for p in map(Path, paths):
+        if p.exists() and not p.is_file():  # a FIFO or a device would block or never end
+            raise DocError(f"{p}: not a regular file")
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except OSError as e:

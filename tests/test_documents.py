@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import io
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +329,13 @@ def test_a_duplicate_id_across_two_files_names_both(tmp_path):
 def test_a_missing_file_exits_2(tmp_path):
     r = bench_cli("claims", str(INTEL), "--claims", str(tmp_path / "nope.toml"))
     assert r.returncode == 2 and "nope.toml: cannot read the claims file" in r.stderr
+
+
+def test_a_fifo_named_toml_exits_2_without_blocking(tmp_path):
+    fifo = tmp_path / "doc.toml"
+    os.mkfifo(fifo)  # nothing ever writes: reading it would block forever
+    r = bench_cli("claims", str(INTEL), "--claims", str(fifo))
+    assert r.returncode == 2 and "doc.toml: not a regular file" in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------

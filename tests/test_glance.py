@@ -82,8 +82,8 @@ def test_compare_pairs_the_two_machines_and_answers_bf16_matmul_in_one_line():
     lines = bench(120, "compare", str(AMD), str(INTEL))
     assert max(map(len, lines)) <= 120 and len(lines) < 400
     (bf16,) = [ln for ln in lines if ln.startswith("matmul bf16 1024")]
-    # AMD 0.862 TFLOP/s, Intel 0.413 (at a probe-chosen n=512: the n ratio 0.5 beside it)
-    assert re.search(r"tflops \[TFLOP/s\]\s+0\.862\s+0\.413\s+0\.479\s+0\.5\b", bf16), bf16
+    # AMD 0.862 TFLOP/s, Intel 0.413 (Intel's at a probe-chosen n=512: a label since issue 24, not a metric)
+    assert re.search(r"tflops \[TFLOP/s\]\s+0\.862\s+0\.413\s+0\.479\b", bf16), bf16
     text = " ".join(ln.strip() for ln in lines)  # headlines wrap at the width
     m = re.search(r"precision: B (\S+)x as fast as A .*? over (\d+) paired rows", text)
     assert m and int(m.group(2)) >= 5
