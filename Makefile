@@ -24,7 +24,7 @@ GATE_RUN = run --all --profile quick --device cpu --threads 1 --kernels portable
 MACHINE_BASELINES ?= results/machine-baselines
 GATE_TOL ?=
 
-.PHONY: install bench test test-nodes gate gate-ab baseline bench-overhead timing-agreement gate-power clean
+.PHONY: install bench test test-long test-nodes gate gate-ab baseline bench-overhead timing-agreement gate-power clean
 
 install: $(STAMP)
 
@@ -49,7 +49,13 @@ test: $(STAMP)
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/ruff check --quiet .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not nodes"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not nodes and not long"
+
+# The long checks against reality outside the project, minutes each, so apart from make test's 5 minutes:
+# torchtitan's published memory (8B-scale simulations), the gate on an emulated foreign host (pinned
+# kernels), an A/B gate over two real revisions. CI runs them after make test.
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m long
 
 # Several nodes on real engines (root): two hosts in network namespaces and a real SLURM cluster over
 # them (scripts/nodes_env.sh; tests/test_nodes_real.py). CI (.ci/run) installs slurm-wlm and munge first.

@@ -22,7 +22,7 @@ from conftest import ROOT, bench_cli
 
 from bench.kernels import KERNEL_VARS
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.long  # five real bench runs on the pinned path: `make test-long` (CI), not make test
 
 FOREIGN = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 CASES = ("--plugin", "precision", "--what", "storage,train", "--dtype", "bf16", "--model", "tiny", "--steps", "30")

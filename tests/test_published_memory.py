@@ -15,7 +15,7 @@ from plugins.distributed.params import FSDPParams
 from plugins.distributed.published import PUBLISHED, Published
 from plugins.distributed.sim import run_simulated
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.long  # 8B-scale simulations: `make test-long` (CI), not make test
 
 
 @functools.cache

@@ -189,7 +189,7 @@ def test_gate_confirming_round():
 SLOWER = "            if p.extra_ms:\n"
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 12 real bench runs of two revisions: `make test-long` (CI), not make test
 def test_ab_end_to_end_catches_a_slower_commit(tmp_path, thirdparty):
     """A git repo holding the toy plugin's module: A = its commit, B = the working tree where every
     step sleeps 2 ms more (on a ~10 us matmul: ~200x). `bench regress --ab HEAD` checks A out, runs

@@ -153,7 +153,7 @@ def test_the_interface_names_the_address_and_the_collectives_socket(tmp_path, sl
         (["--time", "1:00:00", "--out", "x.jsonl", "--nproc-per-node", "1024", *RUN], "= 2048"),
         (["--time", "1:00:00", "--out", "x.jsonl", "--", "--plugin", "fsdp", "--stage", "3"], "runs in one process"),
         (["--time", "1:00:00", "--out", "x.jsonl", "--", "--plugin", "fsdp", "--bogus", "1"], "--bogus"),
-        (["--time", "1:00:00", "--out", "", *RUN], "--out ''"),
+        (["--time", "1:00:00", "--out", "", *RUN], "--out: an empty path"),
         (["--time", "1:00:00", "--out", "x.jsonl"], "give the `bench run` arguments after --"),
         (["--time", "1:00:00", "--out", "x.jsonl", "--env", "HF_TOKEN=abc", *RUN], "--env 'HF_TOKEN=abc'"),
         (["--time", "1:00:00", "--out", "x.jsonl", "--partition", "a;rm -rf /", *RUN], "--partition"),
