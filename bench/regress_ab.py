@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shlex
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.regress import Item, Side, _compare_row, case_text, finish, group
-from bench.regress_rerun import GateError, confirmed_note, param_flags, rerun_decision
+from bench.regress_rerun import GateError, confirmed_note, param_flags, rerun_decision, run_bench_process
 from bench.regress_rules import GateConfig, compare_paired, direction, is_meta, is_timing_name
 from bench.rows import Row
 from bench.stats import median
@@ -149,41 +148,13 @@ class Case:
 
 def run_once(rev: Revision, case: Case, profile: str, opts: list[str], out: Path, time_left: float | None) -> list[Row]:
     """One `bench run` of one case of one revision (its own process; the case in its own process too)."""
-    from bench.results import ResultsError, load_rows
-
     cmd = [rev.python, "-m", "bench.cli", "run", "--plugin", case.plugin, *case.flags, "--profile", profile]
     cmd += [*opts, "--out", str(out), "--format", "none"]
     if time_left is not None:
         cmd += ["--deadline", f"{max(1.0, time_left):.0f}"]
-    env = {**os.environ, **rev.env}
-    try:
-        p = subprocess.Popen(
-            cmd,
-            cwd=rev.root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-    except OSError as e:
-        raise GateError(f"{rev.label}: could not start bench run: {e}") from None
-    try:
-        stdout, stderr = p.communicate(timeout=None if time_left is None else time_left + 60)
-    except BaseException as e:  # time limit or Ctrl-C: leave no case process behind
-        from bench.supervise import kill_tree
-
-        kill_tree(p.pid)
-        if isinstance(e, subprocess.TimeoutExpired):
-            raise GateError(f"{rev.label}: bench run passed the deadline: {shlex.join(cmd)}") from None
-        raise
-    if p.returncode != 0:
-        tail = "\n".join((stderr or stdout).strip().splitlines()[-4:])
-        raise GateError(f"{rev.label}: bench run exited {p.returncode}: {shlex.join(cmd)}\n{tail}")
-    try:
-        return [r for r in load_rows([out]) if r.kind == "case"]
-    except ResultsError as e:
-        raise GateError(f"{rev.label}: bench run wrote no readable results: {e}") from None
+    timeout = None if time_left is None else time_left + 60
+    rows = run_bench_process(cmd, out, f"{rev.label}: bench run", timeout, cwd=rev.root, env=rev.env)
+    return [r for r in rows if r.kind == "case"]
 
 
 def schedule(n_cases: int, pairs: int, rng: random.Random) -> list[list[tuple[int, bool]]]:

@@ -162,8 +162,6 @@ def bench_rerun(
                 shutil.rmtree(wd, ignore_errors=True)
 
     def _run(row: Row, out: Path) -> list[Row]:
-        from bench.results import ResultsError, load_rows
-
         flags = param_flags(row.params)
         profile = row.profile or "quick"
         th = row.value("threads")
@@ -201,33 +199,52 @@ def bench_rerun(
             shell = False
         shown = cmd if isinstance(cmd, str) else " ".join(shlex.quote(c) for c in cmd)
         click.echo(f"regress: confirming rerun: {shown}", err=True)
-        try:
-            p = subprocess.Popen(
-                cmd,
-                shell=shell,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,
-            )
-        except OSError as e:
-            raise GateError(f"the confirming rerun failed to start: {e}") from None
-        try:
-            stdout, stderr = p.communicate(timeout=timeout)
-        except BaseException as e:  # time limit or Ctrl-C: leave no case process behind
-            from bench.supervise import kill_tree
-
-            kill_tree(p.pid)
-            if isinstance(e, subprocess.TimeoutExpired):
-                raise GateError(f"the confirming rerun passed its time limit of {timeout:g} s: {shown}") from None
-            raise
-        if p.returncode != 0:
-            tail = "\n".join((stderr or stdout).strip().splitlines()[-5:])
-            raise GateError(f"the confirming rerun exited {p.returncode}: {shown}\n{tail}")
-        try:
-            return load_rows([out])
-        except ResultsError as e:
-            raise GateError(f"the confirming rerun wrote no readable results: {e}") from None
+        return run_bench_process(cmd, out, "the confirming rerun", timeout, shell=shell, env=env)
 
     return run
+
+
+def run_bench_process(
+    cmd: str | list[str],
+    out: Path,
+    what: str,
+    timeout: float | None,
+    *,
+    shell: bool = False,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> list[Row]:
+    """One `bench run` in its own process session (the confirming rerun, an A/B run): its rows from `out`.
+    A time limit or Ctrl-C kills its whole tree; a failure is a GateError that names `what` and the command."""
+    from bench.results import ResultsError, load_rows
+
+    shown = cmd if isinstance(cmd, str) else " ".join(shlex.quote(c) for c in cmd)
+    try:
+        p = subprocess.Popen(
+            cmd,
+            shell=shell,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise GateError(f"{what} failed to start: {e}") from None
+    try:
+        stdout, stderr = p.communicate(timeout=timeout)
+    except BaseException as e:  # time limit or Ctrl-C: leave no case process behind
+        from bench.supervise import kill_tree
+
+        kill_tree(p.pid)
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise GateError(f"{what} passed its time limit of {timeout:g} s: {shown}") from None
+        raise
+    if p.returncode != 0:
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-5:])
+        raise GateError(f"{what} exited {p.returncode}: {shown}\n{tail}")
+    try:
+        return load_rows([out])
+    except ResultsError as e:
+        raise GateError(f"{what} wrote no readable results: {e}") from None
