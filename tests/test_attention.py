@@ -138,6 +138,14 @@ def test_kernel_over_the_case_budget_is_skipped_naming_its_time(monkeypatch):
         PLUGIN.run(p, Context(device=CPU, profile="quick", max_time_s=0.1))
 
 
+def test_with_fixed_sizes_a_kernel_over_the_budget_still_runs(monkeypatch):
+    """The CI gate (--fixed-sizes): a host slower than the baseline's must not turn a compared row into a skip."""
+    monkeypatch.setitem(B.CASE_BUDGET_S, "quick", 1e-6)
+    p = AttentionParams(impl="naive", seq=128, heads=2, head_dim=16)
+    (rec,) = PLUGIN.run(p, Context(device=CPU, profile="quick", max_time_s=0.1, fixed_sizes=True))
+    assert rec.status == "ok" and rec.metrics["rel_error"].value < REL_TOL["fp32"]
+
+
 def test_plan_fits_the_shares():
     """Quick on CPU within 35 s and gpu on CUDA within 90 s, start-up included (bench/plan.py's assumptions)."""
     for profile, dev, share in (("quick", "cpu", 35.0), ("gpu", "cuda", 90.0)):

@@ -134,7 +134,9 @@ class AttentionPlugin(Plugin):
             one_s, wall_s = K.call_cost_s(step, dev)
         clear()
         case_budget = B.budget(B.CASE_BUDGET_S, ctx.profile)
-        if one_s * B.CALLS_PER_CASE > case_budget:
+        # With --fixed-sizes (the CI gate) the case runs on every host, whatever it costs here: a host a little
+        # slower than the baseline's must not skip a row the gate compares (the timing below is capped anyway).
+        if one_s * B.CALLS_PER_CASE > case_budget and not ctx.fixed_sizes:
             raise Skip(
                 f"{p.impl} {p.dtype} {p.mode} at n={p.seq}: one call cost {one_s:.3g} s on {dev.type} (measured; "
                 f"wall {wall_s:.3g} s); ~{B.CALLS_PER_CASE} calls would need {one_s * B.CALLS_PER_CASE:.3g} s, over the "

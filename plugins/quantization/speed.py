@@ -57,6 +57,8 @@ def affordable(ctx: Context, fn_at: Any, sizes: list[int], what: str) -> tuple[i
     one, wall = call_cost_s(f, ctx.device)
     fits = [n for n in sizes if one * n / n0 * CALLS <= budget]
     said = f"{what}: one call at batch {n0} cost {one * 1e3:.3g} ms (measured; wall {wall * 1e3:.3g} ms)"
+    if ctx.fixed_sizes:  # the CI gate: the smallest batch on every host, never a host-dependent skip
+        return n0, f"{said}; --fixed-sizes: batch {n0} (no budget choice)"
     if not fits:
         raise Skip(
             f"{said}; ~{CALLS} calls would need {one * CALLS:.3g} s, over the {ctx.profile} budget of {budget:g} s"
